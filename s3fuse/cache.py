@@ -1,0 +1,64 @@
+"""Directory-listing and negative-lookup caches (bounded, TTL), owned here only.
+
+A cached listing answers lookups of its children: a name absent from a complete listing
+is known not to exist without asking S3, so creating files in a listed directory costs
+no HEAD. Every local change updates the cached listing in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cachetools import TTLCache
+
+
+@dataclass
+class Child:
+    is_dir: bool
+    size: int = 0
+    etag: str = ""
+    last_modified_ns: int = 0
+
+
+@dataclass
+class DirListing:
+    children: dict[str, Child] = field(default_factory=dict)
+    complete: bool = True  # False: only the first page(s) are here
+
+
+class Caches:
+    def __init__(self, ttl: float, maxsize: int = 4096) -> None:
+        self.ttl = ttl
+        self.dirs: TTLCache[str, DirListing] = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001))
+        self.negative: TTLCache[str, bool] = TTLCache(maxsize=maxsize * 16, ttl=max(ttl, 0.001))
+
+    def listing(self, path: str) -> DirListing | None:
+        if self.ttl <= 0:
+            return None
+        return self.dirs.get(path)
+
+    def put_listing(self, path: str, listing: DirListing) -> None:
+        if self.ttl > 0:
+            self.dirs[path] = listing
+
+    def is_negative(self, path: str) -> bool:
+        return self.ttl > 0 and path in self.negative
+
+    def added(self, parent: str, name: str, child: Child) -> None:
+        """A child appeared locally (create, mkdir, upload)."""
+        self.negative.pop(f"{parent}/{name}" if parent else name, None)
+        listing = self.dirs.get(parent)
+        if listing is not None:
+            listing.children[name] = child
+
+    def removed(self, parent: str, name: str) -> None:
+        path = f"{parent}/{name}" if parent else name
+        listing = self.dirs.get(parent)
+        if listing is not None:
+            listing.children.pop(name, None)
+        self.dirs.pop(path, None)
+        if self.ttl > 0:
+            self.negative[path] = True
+
+    def forget_dir(self, path: str) -> None:
+        self.dirs.pop(path, None)

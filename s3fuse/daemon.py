@@ -1,0 +1,309 @@
+"""The mount itself: start-up checks, crash recovery, the trio loop, clean shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pyfuse3
+import trio
+
+from . import runtime
+from .config import MountConfig
+from .errors import StoreError
+from .fs import FsConfig, S3Fs
+from .keys import KeyMap
+from .meta import Defaults
+from .spool import Spool, SpoolError
+from .store import Store, StoreConfig
+
+log = logging.getLogger("s3fuse")
+
+UNMOUNT_GRACE = 60.0  # seconds a lazy unmount may take before we stop serving
+
+
+class StartError(Exception):
+    """The mount cannot start; ``code`` is one of the stable JSON error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def setup_logging(debug: bool, log_file: str | None = None) -> None:
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    h: logging.Handler
+    if log_file:
+        os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+        h = logging.FileHandler(log_file)
+    else:
+        h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(h)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # botocore's debug output includes signed headers; our store logs each request instead.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def store_config(cfg: MountConfig, *, attempts: int | None = None) -> StoreConfig:
+    return StoreConfig(
+        bucket=cfg.bucket,
+        endpoint_url=cfg.endpoint_url,
+        region=cfg.region,
+        profile=cfg.profile,
+        addressing_style=cfg.addressing_style,
+        checksum=cfg.checksum,
+        max_attempts=attempts or cfg.retries,
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        upload_threads=cfg.upload_threads,
+    )
+
+
+def check_mountpoint(path: str) -> None:
+    if not os.path.exists(path):
+        raise StartError("VALIDATION_ERROR", f"mountpoint {path} does not exist (mkdir it first)")
+    if not os.path.isdir(path):
+        raise StartError("VALIDATION_ERROR", f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise StartError(
+            "VALIDATION_ERROR",
+            f"{path} is already a mount point (unmount it first: s3fuse umount " + path + ")",
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartError("VALIDATION_ERROR", f"no write access to mountpoint {path}")
+    if not os.path.exists("/dev/fuse"):
+        raise StartError(
+            "VALIDATION_ERROR",
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3",
+        )
+
+
+def check_bucket(cfg: MountConfig) -> None:
+    """HeadBucket with few retries, turned into a message that says what to do."""
+    where = cfg.endpoint_url or "AWS S3"
+    try:
+        Store(store_config(cfg, attempts=min(cfg.retries, 2))).check_bucket_sync()
+    except StoreError as e:
+        if e.code in ("NoSuchBucket", "404", "NotFound"):
+            raise StartError(
+                "NO_SUCH_BUCKET",
+                f"bucket {cfg.bucket!r} does not exist at "
+                f"{where}: create it first or check the name and --region",
+            ) from None
+        if e.code in (
+            "AccessDenied",
+            "403",
+            "Forbidden",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "NoCredentials",
+            "ExpiredToken",
+        ):
+            raise StartError(
+                "ACCESS_DENIED",
+                f"access to bucket {cfg.bucket!r} at {where} was "
+                f"denied ({e.code}): check the credentials (AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY, --profile, ~/.aws/credentials) and the "
+                "bucket policy",
+            ) from None
+        if e.code == "EndpointUnreachable":
+            raise StartError(
+                "ENDPOINT_UNREACHABLE",
+                f"cannot reach {where}: is the server running and --endpoint-url right?",
+            ) from None
+        raise StartError(
+            e.code, f"checking bucket {cfg.bucket!r} at {where} failed: {e.code}: {e.message}"
+        ) from None
+
+
+def sd_notify(message: str) -> None:
+    """systemd's notify protocol, when NOTIFY_SOCKET is set (Type=notify units)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(message.encode())
+
+
+class Daemon:
+    def __init__(self, cfg: MountConfig) -> None:
+        self.cfg = cfg
+        self.store = Store(store_config(cfg))
+        self.spool = Spool(cfg.spool_path(), self.store)
+        defaults = Defaults(
+            uid=cfg.uid if cfg.uid is not None else os.getuid(),
+            gid=cfg.gid if cfg.gid is not None else os.getgid(),
+        )
+        self.fs = S3Fs(
+            self.store,
+            self.spool,
+            KeyMap(cfg.prefix),
+            FsConfig(
+                defaults=defaults,
+                cache_ttl=cfg.cache_ttl,
+                kernel_ttl=cfg.kernel_ttl,
+                read_only=cfg.read_only,
+            ),
+        )
+        self.started = time.time()
+        self._unmounting = False
+
+    def fuse_options(self) -> set[str]:
+        opts = set(pyfuse3.default_options)
+        opts |= {f"fsname=s3fuse:{self.cfg.bucket}", "subtype=s3fuse"}
+        if self.cfg.read_only:
+            opts.add("ro")
+        if self.cfg.allow_other:
+            opts.add("allow_other")
+        return opts
+
+    async def run(self, ready: Any) -> None:
+        uploaded, moved = await self.spool.recover()
+        if uploaded or moved:
+            log.warning(
+                "crash recovery: %d file(s) uploaded, %d moved to %s/recovered",
+                len(uploaded),
+                len(moved),
+                self.spool.dir,
+            )
+        pyfuse3.init(self.fs, self.cfg.mountpoint, self.fuse_options())
+        unmounted_cleanly = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._signals)
+                nursery.start_soon(self._announce, ready)
+                await pyfuse3.main()
+                unmounted_cleanly = True
+                nursery.cancel_scope.cancel()
+        finally:
+            sd_notify("STOPPING=1")
+            with trio.CancelScope(shield=True):
+                left = await self.fs.upload_pending()
+            if left:
+                log.error(
+                    "%d file(s) could not be uploaded; they stay in %s and are uploaded "
+                    "at the next mount",
+                    left,
+                    self.spool.dir,
+                )
+            pyfuse3.close(unmount=not unmounted_cleanly)
+            runtime.remove_state(self.cfg.mountpoint)
+
+    async def _announce(self, ready: Any) -> None:
+        # The mount is usable once a stat of it is answered (by this very loop).
+        await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)
+        runtime.write_state(
+            self.cfg.mountpoint,
+            {
+                "pid": os.getpid(),
+                "mountpoint": self.cfg.mountpoint,
+                "bucket": self.cfg.bucket,
+                "prefix": self.cfg.prefix,
+                "endpoint": self.cfg.endpoint_url or "aws",
+                "started": self.started,
+                "spool_dir": self.spool.dir,
+                "log_file": self.cfg.log_file,
+            },
+        )
+        log.info(
+            "mounted s3://%s/%s at %s (spool %s)",
+            self.cfg.bucket,
+            self.cfg.prefix,
+            self.cfg.mountpoint,
+            self.spool.dir,
+        )
+        ready()
+        sd_notify("READY=1\nSTATUS=mounted")
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                if self._unmounting:
+                    log.warning("second signal: stopping now; unfinished uploads stay in the spool")
+                    pyfuse3.terminate()
+                    return
+                self._unmounting = True
+                log.info(
+                    "signal %d: unmounting %s (uploads in progress finish first)",
+                    signum,
+                    self.cfg.mountpoint,
+                )
+                await trio.to_thread.run_sync(self._lazy_unmount)
+
+    def _lazy_unmount(self) -> None:
+        r = subprocess.run(
+            ["fusermount3", "-u", "-z", self.cfg.mountpoint],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if r.returncode != 0:
+            log.warning("fusermount3 -u -z failed (%s); stopping", r.stderr.strip())
+            trio.from_thread.run_sync(pyfuse3.terminate)
+
+
+def run_foreground(cfg: MountConfig) -> int:
+    """Mount and serve until unmounted. Reports start-up to cfg.ready_fd if given."""
+    setup_logging(cfg.debug, cfg.log_file)
+    ready_fd = cfg.ready_fd
+
+    def report(line: str) -> None:
+        nonlocal ready_fd
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, (line + "\n").encode())
+                os.close(ready_fd)
+            ready_fd = None
+
+    try:
+        check_mountpoint(cfg.mountpoint)
+        check_bucket(cfg)
+        daemon = Daemon(cfg)
+        try:
+            daemon.spool.open()
+        except SpoolError as e:
+            raise StartError("VALIDATION_ERROR", str(e)) from None
+        except OSError as e:
+            raise StartError(
+                "VALIDATION_ERROR", f"cannot use spool directory {daemon.spool.dir}: {e}"
+            ) from None
+    except StartError as e:
+        log.error("%s", e.message)
+        report(f"ERROR {e.code} {e.message}")
+        return 1
+    try:
+        trio.run(daemon.run, lambda: report("READY"))
+    except RuntimeError as e:  # pyfuse3.init failures (mount refused by the kernel)
+        msg = f"mount failed: {e}"
+        log.error("%s", msg)
+        report(f"ERROR MOUNT_FAILED {msg}")
+        return 1
+    finally:
+        daemon.spool.close()
+    report("ERROR MOUNT_FAILED the daemon stopped before the mount was ready")
+    return 0
+
+
+def config_to_json(cfg: MountConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def errno_name(err: int) -> str:
+    return errno.errorcode.get(err, str(err))

@@ -1,0 +1,79 @@
+"""S3 failures as values the upper layers understand: an error code and an errno."""
+
+from __future__ import annotations
+
+import errno
+
+# S3 error code (or HTTP status as text, which HEAD answers carry) -> errno.
+S3_ERRNO: dict[str, int] = {
+    "NoSuchKey": errno.ENOENT,
+    "404": errno.ENOENT,
+    "NotFound": errno.ENOENT,
+    "NoSuchBucket": errno.ENOENT,
+    "NoSuchUpload": errno.ENOENT,
+    "AccessDenied": errno.EACCES,
+    "403": errno.EACCES,
+    "Forbidden": errno.EACCES,
+    "InvalidAccessKeyId": errno.EACCES,
+    "SignatureDoesNotMatch": errno.EACCES,
+    "ExpiredToken": errno.EACCES,
+    "InvalidToken": errno.EACCES,
+    "AllAccessDisabled": errno.EACCES,
+    "NoCredentials": errno.EACCES,
+    "AccessControlListNotSupported": errno.EOPNOTSUPP,
+    "NotImplemented": errno.EOPNOTSUPP,
+    "InvalidStorageClass": errno.EINVAL,
+    "InvalidArgument": errno.EINVAL,
+    "InvalidRequest": errno.EINVAL,
+    "InvalidEncryptionAlgorithmError": errno.EINVAL,
+    "InvalidTag": errno.EINVAL,
+    "MalformedXML": errno.EINVAL,
+    "MetadataTooLarge": errno.E2BIG,
+    "KeyTooLongError": errno.ENAMETOOLONG,
+    "EntityTooLarge": errno.EFBIG,
+    "QuotaExceeded": errno.EDQUOT,
+    "PreconditionFailed": errno.EBUSY,
+    "412": errno.EBUSY,
+    "ConditionalRequestConflict": errno.EBUSY,
+    "InvalidObjectState": errno.EAGAIN,
+    "BadDigest": errno.EIO,
+    "InvalidDigest": errno.EIO,
+    "ChecksumMismatch": errno.EIO,
+    "EndpointUnreachable": errno.EIO,
+}
+
+
+def errno_for(code: str) -> int:
+    if code.startswith("KMS."):
+        return errno.EINVAL
+    return S3_ERRNO.get(code, errno.EIO)
+
+
+class StoreError(Exception):
+    """A failed S3 request. ``code`` is S3's error code, or one of ours:
+    EndpointUnreachable, NoCredentials, ChecksumMismatch."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        op: str = "",
+        key: str = "",
+        status: int = 0,
+        request_id: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.op = op
+        self.key = key
+        self.status = status
+        self.request_id = request_id
+        self.errno = errno_for(code)
+
+    def __str__(self) -> str:
+        where = f" {self.op}" if self.op else ""
+        what = f" key={self.key!r}" if self.key else ""
+        rid = f" request-id={self.request_id}" if self.request_id else ""
+        return f"S3{where} failed: {self.code}: {self.message}{what}{rid}"

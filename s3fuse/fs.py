@@ -1,0 +1,716 @@
+"""pyfuse3 Operations: the errno boundary and the inode table.
+
+Only ``pyfuse3.FUSEError`` leaves a handler (see ``handler``). Uploads happen in
+``flush``/``fsync`` through the spool; this module never imports boto3.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from . import meta
+from .cache import Caches, Child, DirListing
+from .errors import StoreError
+from .keys import KeyMap, NameError_, basename, decode_name, join, listable_name, parent_of
+from .meta import Attrs, Defaults
+from .spool import Spool, SpoolEntry, SpoolError
+from .store import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EMPTY_MD5 = hashlib.md5(b"").digest()
+MIN_READ_WINDOW = 1 << 20
+MAX_READ_WINDOW = 16 << 20
+BLKSIZE = 1 << 20
+
+
+def handler(
+    fn: Callable[Concatenate[S3Fs, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S3Fs, P], Coroutine[Any, Any, R]]:
+    """The errno boundary: every exception becomes a FUSEError, logged once here."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: S3Fs, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except StoreError as e:
+            level = logging.DEBUG if e.errno == errno.ENOENT else logging.ERROR
+            log.log(level, "%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno) from None
+        except (NameError_, SpoolError) as e:
+            log.info("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno) from None
+        except OSError as e:
+            log.error("%s: local I/O error: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s: unexpected error", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fuse_error(err: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(err)
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    defaults: Defaults
+    cache_ttl: float = 10.0  # our listing/attribute caches
+    kernel_ttl: float = 1.0  # entry/attr timeout handed to the kernel
+    read_only: bool = False
+    put_headers: dict[str, Any] = field(default_factory=dict)  # mount-wide header defaults
+
+
+@dataclass(eq=False)
+class Node:
+    ino: int
+    path: str
+    attrs: Attrs
+    stored: bool = False  # an object (or dir marker) exists in S3
+    etag: str = ""
+    full: bool = False  # attrs include s3fuse metadata (HEAD or local)
+    fetched: float = 0.0  # monotonic time the attrs were last checked
+    lookups: int = 0
+    opens: int = 0
+    entry: SpoolEntry | None = None
+    unlinked: bool = False
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.attrs.is_dir
+
+    @property
+    def size(self) -> int:
+        return self.entry.size if self.entry is not None else self.attrs.size
+
+
+@dataclass(eq=False)
+class Handle:
+    node: Node
+    writable: bool
+    buf_start: int = 0
+    buf: bytes = b""
+    next_off: int = 0
+    window: int = MIN_READ_WINDOW
+
+
+@dataclass(eq=False)
+class DirHandle:
+    node: Node
+    entries: list[tuple[str, Node]]
+
+
+class S3Fs(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, store: Store, spool: Spool, keymap: KeyMap, cfg: FsConfig) -> None:
+        super().__init__()
+        self.store = store
+        self.spool = spool
+        self.keys = keymap
+        self.cfg = cfg
+        self.cache = Caches(cfg.cache_ttl)
+        self.nodes: dict[int, Node] = {}
+        self.by_path: dict[str, int] = {}
+        self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._fhs = itertools.count(1)
+        self.handles: dict[int, Handle] = {}
+        self.dir_handles: dict[int, DirHandle] = {}
+        d = cfg.defaults
+        root = Node(
+            pyfuse3.ROOT_INODE,
+            "",
+            Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, meta.now_ns()),
+            stored=True,
+            full=True,
+        )
+        root.lookups = 1
+        self.nodes[root.ino] = root
+        self.by_path[""] = root.ino
+
+    # ================================================================ inode table
+    def _node(self, ino: int) -> Node:
+        node = self.nodes.get(ino)
+        if node is None:
+            raise fuse_error(errno.ENOENT)
+        return node
+
+    def _fresh(self, node: Node) -> bool:
+        return (
+            node.ino == pyfuse3.ROOT_INODE
+            or node.entry is not None
+            or node.opens > 0
+            or (time.monotonic() - node.fetched) < self.cfg.cache_ttl
+        )
+
+    def _install(self, path: str, attrs: Attrs, *, stored: bool, etag: str, full: bool) -> Node:
+        """The node for path, created or updated with what we just learned."""
+        ino = self.by_path.get(path)
+        node = self.nodes.get(ino) if ino is not None else None
+        if node is not None and node.is_dir != attrs.is_dir:
+            self._detach(node)
+            node = None
+        if node is None:
+            node = Node(next(self._inos), path, attrs)
+            self.nodes[node.ino] = node
+            self.by_path[path] = node.ino
+        elif node.entry is None:
+            node.attrs = attrs
+        node.stored, node.etag, node.full = stored, etag, full
+        node.fetched = time.monotonic()
+        return node
+
+    def _detach(self, node: Node) -> None:
+        """Remove a node's name (unlink/rmdir/rename away); the inode may live on."""
+        if self.by_path.get(node.path) == node.ino:
+            del self.by_path[node.path]
+        self._maybe_drop(node)
+
+    def _maybe_drop(self, node: Node) -> None:
+        if node.ino == pyfuse3.ROOT_INODE or node.lookups > 0 or node.opens > 0:
+            return
+        if node.entry is not None and node.entry.dirty and not node.unlinked:
+            return  # failed upload: keep it reachable, its data is in the spool
+        if node.entry is not None:
+            node.entry.close()
+            node.entry = None
+        self.nodes.pop(node.ino, None)
+        if self.by_path.get(node.path) == node.ino:
+            del self.by_path[node.path]
+
+    def _entry_attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        a = node.attrs
+        e.st_ino = node.ino
+        e.generation = 0
+        timeout = self.cfg.kernel_ttl if node.full else 0
+        e.entry_timeout = timeout
+        e.attr_timeout = timeout
+        e.st_mode = a.mode
+        e.st_nlink = 2 if node.is_dir else 1
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        size = 0 if node.is_dir else node.size
+        e.st_size = size
+        e.st_blksize = BLKSIZE
+        e.st_blocks = (size + 511) // 512
+        e.st_atime_ns = e.st_ctime_ns = e.st_mtime_ns = a.mtime_ns
+        return e
+
+    def _reply(self, node: Node) -> pyfuse3.EntryAttributes:
+        node.lookups += 1
+        return self._entry_attrs(node)
+
+    def _child_path(self, parent: Node, name: bytes) -> str:
+        if not parent.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        return join(parent.path, decode_name(name))
+
+    def _writable(self) -> None:
+        if self.cfg.read_only:
+            raise fuse_error(errno.EROFS)
+
+    # ================================================================ resolving names
+    def _attrs_from_info(self, info: ObjectInfo, is_dir: bool) -> Attrs:
+        return meta.decode(
+            info.metadata,
+            is_dir=is_dir,
+            size=0 if is_dir else info.size,
+            last_modified_ns=info.last_modified_ns,
+            defaults=self.cfg.defaults,
+        )
+
+    def _default_dir_attrs(self, mtime_ns: int = 0) -> Attrs:
+        d = self.cfg.defaults
+        return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime_ns or meta.now_ns())
+
+    async def _load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
+        prefix = self.keys.dir_prefix(path)
+        lst = await self.store.list_dir(prefix, max_pages=max_pages)
+        listing = DirListing(complete=not lst.truncated)
+        for o in lst.objects:
+            name = o.key[len(prefix) :]
+            if listable_name(name):
+                listing.children[name] = Child(False, o.size, o.etag, o.last_modified_ns)
+        for p in lst.prefixes:
+            name = p[len(prefix) :].rstrip("/")
+            if listable_name(name) and p[len(prefix) :].count("/") == 1:
+                listing.children[name] = Child(True)  # a directory hides a same-named file
+        self.cache.put_listing(path, listing)
+        return listing
+
+    async def _dir_node(self, path: str) -> Node:
+        """Directory node; its attributes come from the marker object if there is one."""
+        info = await self.store.head(self.keys.marker_key(path))
+        if info is not None:
+            return self._install(
+                path, self._attrs_from_info(info, True), stored=True, etag=info.etag, full=True
+            )
+        return self._install(path, self._default_dir_attrs(), stored=False, etag="", full=True)
+
+    async def _file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
+        if info is None:
+            info = await self.store.head(self.keys.file_key(path))
+        if info is None:
+            return None
+        return self._install(
+            path, self._attrs_from_info(info, False), stored=True, etag=info.etag, full=True
+        )
+
+    async def _resolve(self, path: str) -> Node:
+        """The node for an existing path, or FUSEError(ENOENT)."""
+        ino = self.by_path.get(path)
+        node = self.nodes.get(ino) if ino is not None else None
+        if node is not None and self._fresh(node):
+            return node
+        if self.cache.is_negative(path):
+            raise fuse_error(errno.ENOENT)
+        parent = parent_of(path)
+        name = basename(path)
+        listing = self.cache.listing(parent)
+        if listing is None and self.cfg.cache_ttl > 0:
+            # One LIST page answers this and every later lookup in the directory.
+            listing = await self._load_listing(parent, max_pages=1)
+        if listing is not None:
+            child = listing.children.get(name)
+            if child is None and listing.complete:
+                self.cache.negative[path] = True
+                raise fuse_error(errno.ENOENT)
+            if child is not None:
+                if child.is_dir:
+                    return await self._dir_node(path)
+                if node is not None and node.full and node.etag == child.etag and node.stored:
+                    node.fetched = time.monotonic()
+                    return node
+                found = await self._file_node(path)
+                if found is not None:
+                    return found
+        found = await self._file_node(path)
+        if found is not None:
+            return found
+        keys = await self.store.has_children(self.keys.dir_prefix(path))
+        if keys:
+            return await self._dir_node(path)
+        if self.cfg.cache_ttl > 0:
+            self.cache.negative[path] = True
+        raise fuse_error(errno.ENOENT)
+
+    # ================================================================ handlers: names
+    @handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._node(parent_inode)
+        if name == b".":
+            return self._reply(parent)
+        if name == b"..":
+            return self._reply(self.nodes[self.by_path.get(parent_of(parent.path), 1)])
+        path = self._child_path(parent, name)
+        self.keys.check_len(self.keys.prefix + path)
+        return self._reply(await self._resolve(path))
+
+    @handler
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
+        for ino, n in inode_list:
+            node = self.nodes.get(ino)
+            if node is not None:
+                node.lookups = max(0, node.lookups - n)
+                self._maybe_drop(node)
+
+    @handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        if not self._fresh(node) and node.stored and not node.is_dir:
+            found = await self._file_node(node.path)
+            if found is None:
+                raise fuse_error(errno.ENOENT)
+            node = found
+        return self._entry_attrs(node)
+
+    @handler
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self._node(inode)
+        self._writable()
+        a = node.attrs
+        changed_meta = False
+        if fields.update_mode:
+            a.mode = stat.S_IFMT(a.mode) | stat.S_IMODE(attr.st_mode)
+            changed_meta = True
+        if fields.update_uid:
+            a.uid = attr.st_uid
+            changed_meta = True
+        if fields.update_gid:
+            a.gid = attr.st_gid
+            changed_meta = True
+        if fields.update_mtime:
+            a.mtime_ns = attr.st_mtime_ns
+            changed_meta = True
+        if fields.update_size:
+            if node.is_dir:
+                raise fuse_error(errno.EISDIR)
+            entry = await self._spool_entry(node, keep_content=attr.st_size > 0)
+            async with entry.lock:
+                entry.truncate(attr.st_size)
+            a.size = attr.st_size
+            if not fields.update_mtime:
+                a.mtime_ns = meta.now_ns()
+        elif changed_meta:
+            await self._store_meta(node)
+        return self._entry_attrs(node)
+
+    async def _store_meta(self, node: Node) -> None:
+        """Persist changed mode/uid/gid/mtime: with the pending upload if there is one,
+        else in place on the stored object."""
+        if node.unlinked:
+            return
+        if node.entry is not None:
+            node.entry.touch()
+            if node.opens == 0:
+                await self._upload(node)
+            return
+        if node.is_dir:
+            await self._put_marker(node.path, node.attrs)
+            node.stored = True
+            return
+        if node.stored:
+            headers = self._headers(node)
+            res = await self.store.copy_in_place(self.keys.file_key(node.path), headers)
+            node.etag = res.etag or node.etag
+
+    # ================================================================ handlers: dirs
+    @handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._node(inode)
+        if not node.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        listing = await self._load_listing(node.path)
+        entries: dict[str, Node] = {}
+        for name, child in listing.children.items():
+            path = join(node.path, name)
+            ino = self.by_path.get(path)
+            known = self.nodes.get(ino) if ino is not None else None
+            if (
+                known is not None
+                and known.is_dir == child.is_dir
+                and (child.is_dir or (known.full and known.etag == child.etag) or known.entry)
+            ):
+                entries[name] = known
+            elif child.is_dir:
+                entries[name] = self._install(
+                    path, self._default_dir_attrs(), stored=False, etag="", full=False
+                )
+            else:
+                attrs = meta.decode(
+                    {},
+                    is_dir=False,
+                    size=child.size,
+                    last_modified_ns=child.last_modified_ns,
+                    defaults=self.cfg.defaults,
+                )
+                entries[name] = self._install(path, attrs, stored=True, etag=child.etag, full=False)
+        # Files created here and not uploaded yet are not in S3's listing.
+        prefix = node.path + "/" if node.path else ""
+        for path, ino in list(self.by_path.items()):
+            if path.startswith(prefix) and "/" not in path[len(prefix) :] and path:
+                n = self.nodes[ino]
+                if not n.unlinked and n.entry is not None and path != node.path:
+                    entries.setdefault(basename(path), n)
+        parent = self.nodes.get(self.by_path.get(parent_of(node.path), pyfuse3.ROOT_INODE), node)
+        dots = [(".", node), ("..", parent if node.path else node)]
+        fh = next(self._fhs)
+        self.dir_handles[fh] = DirHandle(node, dots + sorted(entries.items()))
+        return fh
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        dh = self.dir_handles.get(fh)
+        if dh is None:
+            raise fuse_error(errno.EBADF)
+        for i in range(start_id, len(dh.entries)):
+            name, node = dh.entries[i]
+            if not pyfuse3.readdir_reply(
+                token, name.encode("utf-8"), self._entry_attrs(node), i + 1
+            ):
+                return
+            if i >= 2:  # the kernel counts no lookup for "." and ".."
+                node.lookups += 1
+
+    @handler
+    async def releasedir(self, fh: int) -> None:
+        dh = self.dir_handles.pop(fh, None)
+        if dh is not None:
+            for _, node in dh.entries[2:]:
+                self._maybe_drop(node)
+
+    @handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    async def _put_marker(self, path: str, attrs: Attrs) -> str:
+        headers = {"Metadata": meta.encode(attrs), "ContentType": meta.DIR_CONTENT_TYPE}
+        headers.update(self.cfg.put_headers)
+        res = await self.store.put(
+            self.keys.marker_key(path), b"", md5=EMPTY_MD5, size=0, headers=headers
+        )
+        return res.etag
+
+    @handler
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        self._writable()
+        parent = self._node(parent_inode)
+        path = self._child_path(parent, name)
+        attrs = Attrs(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
+        etag = await self._put_marker(path, attrs)
+        node = self._install(path, attrs, stored=True, etag=etag, full=True)
+        self.cache.added(parent.path, basename(path), Child(True))
+        self.cache.put_listing(path, DirListing())
+        return self._reply(node)
+
+    @handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        parent = self._node(parent_inode)
+        path = self._child_path(parent, name)
+        node = await self._resolve(path)
+        if not node.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        marker = self.keys.marker_key(path)
+        prefix = path + "/"
+        if any(
+            p.startswith(prefix) and self.nodes[i].entry is not None
+            for p, i in self.by_path.items()
+        ):
+            raise fuse_error(errno.ENOTEMPTY)
+        keys = await self.store.has_children(marker)
+        if any(k != marker for k in keys):
+            raise fuse_error(errno.ENOTEMPTY)
+        if marker in keys:
+            await self.store.delete(marker)
+        self.cache.removed(parent.path, basename(path))
+        self._detach(node)
+
+    # ================================================================ handlers: files
+    def _headers(self, node: Node) -> dict[str, Any]:
+        headers: dict[str, Any] = dict(self.cfg.put_headers)
+        headers["Metadata"] = meta.encode(node.attrs)
+        headers.setdefault("ContentType", meta.content_type_for(basename(node.path)))
+        return headers
+
+    def _open_handle(self, node: Node, writable: bool) -> int:
+        fh = next(self._fhs)
+        self.handles[fh] = Handle(node, writable)
+        node.opens += 1
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        h = self.handles.get(fh)
+        if h is None:
+            raise fuse_error(errno.EBADF)
+        return h
+
+    async def _spool_entry(self, node: Node, *, keep_content: bool) -> SpoolEntry:
+        """The node's spool entry, created on first need. With keep_content the stored
+        object's bytes are brought in first (partial overwrite); otherwise the entry
+        starts empty (O_TRUNC, truncate to 0) and nothing is downloaded."""
+        async with node.lock:
+            if node.entry is None:
+                entry = self.spool.new(self.keys.file_key(node.path))
+                try:
+                    if keep_content and node.stored and node.attrs.size > 0:
+                        await self.spool.fill(entry, entry.key)
+                except BaseException:
+                    entry.close()
+                    raise
+                node.entry = entry
+            return node.entry
+
+    @handler
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._writable()
+        parent = self._node(parent_inode)
+        path = self._child_path(parent, name)
+        key = self.keys.file_key(path)
+        old = self.by_path.get(path)
+        if old is not None:
+            self._detach(self.nodes[old])
+        attrs = Attrs(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
+        node = self._install(path, attrs, stored=False, etag="", full=True)
+        entry = self.spool.new(key)
+        entry.touch()  # an empty new file is still uploaded as an empty object
+        node.entry = entry
+        self.cache.added(parent.path, basename(path), Child(False))
+        fh = self._open_handle(node, writable=True)
+        return pyfuse3.FileInfo(fh=fh), self._reply(node)
+
+    @handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if node.is_dir:
+            raise fuse_error(errno.EISDIR)
+        writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+        if writable:
+            self._writable()
+        if writable and flags & os.O_TRUNC:
+            entry = await self._spool_entry(node, keep_content=False)
+            async with entry.lock:
+                entry.truncate(0)
+            node.attrs.size = 0
+            node.attrs.mtime_ns = meta.now_ns()
+        return pyfuse3.FileInfo(fh=self._open_handle(node, writable))
+
+    @handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._handle(fh)
+        node = h.node
+        if node.entry is not None:
+            return node.entry.read(off, size)
+        total = node.attrs.size
+        if off >= total or size <= 0:
+            return b""
+        size = min(size, total - off)
+        if not (h.buf_start <= off and off + size <= h.buf_start + len(h.buf)):
+            # Sequential reads grow the window (fewer, larger ranged GETs); a seek
+            # shrinks it again so a small random read stays a small GET.
+            h.window = min(h.window * 2, MAX_READ_WINDOW) if off == h.next_off else MIN_READ_WINDOW
+            end = min(total, off + max(size, h.window))
+            h.buf = await self.store.get_range(self.keys.file_key(node.path), off, end)
+            h.buf_start = off
+        start = off - h.buf_start
+        data = h.buf[start : start + size]
+        h.next_off = off + len(data)
+        return data
+
+    @handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self._handle(fh)
+        if not h.writable:
+            raise fuse_error(errno.EBADF)
+        node = h.node
+        entry = await self._spool_entry(node, keep_content=True)
+        async with entry.lock:
+            n = entry.write(off, buf)
+        node.attrs.size = entry.size
+        node.attrs.mtime_ns = meta.now_ns()
+        return n
+
+    async def _upload(self, node: Node) -> None:
+        entry = node.entry
+        if entry is None or node.unlinked or not entry.dirty:
+            return
+        entry.key = self.keys.file_key(node.path)
+        res = await self.spool.commit(entry, self._headers(node))
+        if res is None:
+            return
+        node.stored, node.etag, node.full = True, res.etag, True
+        node.attrs.size = entry.size
+        node.fetched = time.monotonic()
+        self.cache.added(
+            parent_of(node.path),
+            basename(node.path),
+            Child(False, entry.size, res.etag, node.attrs.mtime_ns),
+        )
+
+    @handler
+    async def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        if h.writable:
+            await self._upload(h.node)
+
+    @handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._upload(self._handle(fh).node)
+
+    @handler
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        node = h.node
+        node.opens -= 1
+        if node.opens == 0 and node.entry is not None:
+            if node.unlinked or not node.entry.dirty:
+                node.entry.close()
+                node.entry = None
+            else:
+                log.warning(
+                    "%r closed with an upload that did not succeed; its data "
+                    "stays in the spool (%s)",
+                    node.path,
+                    node.entry.data_path,
+                )
+        self._maybe_drop(node)
+
+    @handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._writable()
+        parent = self._node(parent_inode)
+        path = self._child_path(parent, name)
+        node = await self._resolve(path)
+        if node.is_dir:
+            raise fuse_error(errno.EISDIR)
+        if node.stored:
+            await self.store.delete(self.keys.file_key(path))
+        node.unlinked = True
+        node.stored = False
+        if node.entry is not None and node.entry.state != "clean":
+            node.entry.set_state("clean")  # nothing of it is to be uploaded any more
+        self.cache.removed(parent.path, basename(path))
+        self._detach(node)
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = BLKSIZE
+        s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 40  # 4 PiB: S3 has no fixed size
+        s.f_files = s.f_ffree = s.f_favail = 1 << 32
+        s.f_namemax = 255
+        return s
+
+    # ================================================================ shutdown
+    async def upload_pending(self) -> int:
+        """Try once more to upload every dirty spool entry (before unmount). Returns how
+        many are still not stored."""
+        left = 0
+        for node in list(self.nodes.values()):
+            if node.entry is not None and node.entry.dirty and not node.unlinked:
+                try:
+                    await self._upload(node)
+                except StoreError as e:
+                    log.error("at unmount: %r still not stored (%s); kept in spool", node.path, e)
+                    left += 1
+        return left

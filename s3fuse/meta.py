@@ -1,0 +1,115 @@
+"""File attributes and their encoding in S3 user metadata.
+
+s3fuse uses the s3fs-fuse convention so that buckets interoperate: ``x-amz-meta-mode`` is
+the full st_mode in decimal (type bits included), ``x-amz-meta-uid``/``-gid`` decimal ids,
+``x-amz-meta-mtime`` seconds since the epoch (a fraction is appended when the time has
+nanoseconds; s3fs reads the integer part).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import stat
+import time
+from dataclasses import dataclass
+
+META_MODE = "mode"
+META_UID = "uid"
+META_GID = "gid"
+META_MTIME = "mtime"
+OWN_META = (META_MODE, META_UID, META_GID, META_MTIME)
+
+DIR_CONTENT_TYPE = "application/x-directory"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass
+class Attrs:
+    mode: int  # st_mode including type bits
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_link(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Attributes for objects written by other tools (no s3fuse metadata)."""
+
+    uid: int
+    gid: int
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def encode_mtime(mtime_ns: int) -> str:
+    sec, nsec = divmod(mtime_ns, 1_000_000_000)
+    return str(sec) if nsec == 0 else f"{sec}.{nsec:09d}"
+
+
+def decode_mtime(text: str) -> int | None:
+    try:
+        sec, _, frac = text.strip().partition(".")
+        ns = int(sec) * 1_000_000_000
+        if frac:
+            ns += int((frac + "000000000")[:9])
+        return ns
+    except ValueError:
+        return None
+
+
+def encode(attrs: Attrs) -> dict[str, str]:
+    return {
+        META_MODE: str(attrs.mode),
+        META_UID: str(attrs.uid),
+        META_GID: str(attrs.gid),
+        META_MTIME: encode_mtime(attrs.mtime_ns),
+    }
+
+
+def _int(meta: dict[str, str], name: str) -> int | None:
+    try:
+        return int(meta[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def decode(
+    meta: dict[str, str], *, is_dir: bool, size: int, last_modified_ns: int, defaults: Defaults
+) -> Attrs:
+    """Attributes of an object from its user metadata; defaults fill what is missing."""
+    kind = stat.S_IFDIR if is_dir else stat.S_IFREG
+    mode = _int(meta, META_MODE)
+    if mode is None or mode <= 0 or mode >= 0o1000000:
+        mode = kind | (defaults.dir_mode if is_dir else defaults.file_mode)
+    elif stat.S_IFMT(mode) == 0:
+        mode |= kind  # some tools store only permission bits
+    elif is_dir and not stat.S_ISDIR(mode):
+        mode = stat.S_IFDIR | stat.S_IMODE(mode)
+    uid = _int(meta, META_UID)
+    gid = _int(meta, META_GID)
+    mtime = decode_mtime(meta[META_MTIME]) if META_MTIME in meta else None
+    return Attrs(
+        mode=mode,
+        uid=defaults.uid if uid is None else uid,
+        gid=defaults.gid if gid is None else gid,
+        mtime_ns=last_modified_ns if mtime is None else mtime,
+        size=size,
+    )
+
+
+def content_type_for(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or DEFAULT_CONTENT_TYPE

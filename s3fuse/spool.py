@@ -1,0 +1,304 @@
+"""The local write buffer: one spool file per file being written, plus a crash journal.
+
+Layout of a spool directory (0700, one per bucket/prefix/endpoint):
+    lock                  flock'ed by the running daemon
+    NNNN.data             the file's bytes (0600)
+    NNNN.json             journal: key, state, upload headers
+    recovered/            files that were still open when a daemon died
+
+Journal states: ``open`` (being written; after a crash it is moved to recovered/, since
+uploading it could store a partial file), ``closing`` (close() started the upload; after
+a crash it is uploaded). A spool file whose upload S3 acknowledged has no journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .errors import StoreError
+from .store import PutResult, Store
+
+log = logging.getLogger(__name__)
+
+OPEN = "open"
+CLOSING = "closing"
+CLEAN = "clean"
+
+
+class SpoolError(Exception):
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+
+
+def _md5_of_file(path: str) -> bytes:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+
+@dataclass
+class SpoolEntry:
+    """The spooled bytes of one file. Writes keep a running MD5 while they are sequential,
+    so close() does not re-read the file; any other write pattern re-hashes at upload."""
+
+    spool: Spool
+    id: str
+    key: str
+    fd: int
+    size: int = 0
+    dirty_gen: int = 0
+    uploaded_gen: int = 0
+    state: str = CLEAN
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    _md5: Any = field(default_factory=hashlib.md5)
+    _hashed: int = 0  # bytes [0, _hashed) are in _md5; -1 when the hash is invalid
+
+    @property
+    def data_path(self) -> str:
+        return os.path.join(self.spool.dir, self.id + ".data")
+
+    @property
+    def journal_path(self) -> str:
+        return os.path.join(self.spool.dir, self.id + ".json")
+
+    @property
+    def dirty(self) -> bool:
+        return self.dirty_gen != self.uploaded_gen
+
+    # -------------------------------------------------------------- data
+    def write(self, off: int, buf: bytes) -> int:
+        try:
+            n = os.pwrite(self.fd, buf, off)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                log.error("spool %s is full: write to %r refused", self.spool.dir, self.key)
+            raise
+        if self._hashed == off:
+            self._md5.update(buf[:n])
+            self._hashed += n
+        else:
+            self._hashed = -1  # overwrite or hole: re-hash from the file at upload
+        self.size = max(self.size, off + n)
+        self.touch()
+        return n
+
+    def read(self, off: int, size: int) -> bytes:
+        return os.pread(self.fd, size, off)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        if size == 0:
+            self._md5, self._hashed = hashlib.md5(), 0
+        elif size != self._hashed:
+            self._hashed = -1
+        self.size = size
+        self.touch()
+
+    def touch(self) -> None:
+        """Mark the spooled content as changed (a new dirty generation)."""
+        self.dirty_gen = self.uploaded_gen + 1 if not self.dirty else self.dirty_gen
+        if self.state != OPEN:
+            self.set_state(OPEN)
+
+    def reset_hash_from_file(self) -> None:
+        self._hashed = -1
+
+    async def digest(self) -> bytes:
+        if self._hashed == self.size:
+            return bytes(self._md5.digest())
+        return await trio.to_thread.run_sync(_md5_of_file, self.data_path)
+
+    # -------------------------------------------------------------- journal
+    def set_state(self, state: str, headers: dict[str, Any] | None = None) -> None:
+        self.state = state
+        if state == CLEAN:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.journal_path)
+            return
+        record = {"key": self.key, "state": state, "time": time.time(), "headers": headers or {}}
+        tmp = self.journal_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, self.journal_path)
+
+    def close(self) -> None:
+        """Drop the local copy (only once S3 has it, or the file was deleted)."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        for p in (self.data_path, self.journal_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+class Spool:
+    def __init__(self, directory: str, store: Store) -> None:
+        self.dir = directory
+        self.store = store
+        self._ids = itertools.count(1)
+        self._lock_fd = -1
+        self.failed: dict[str, str] = {}  # key -> last upload error, for status
+
+    # -------------------------------------------------------------- set-up
+    def open(self) -> None:
+        """Create (0700) and lock the directory; refuse if another daemon holds it."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(
+                errno.EBUSY,
+                f"spool directory {self.dir} is in use by another s3fuse process "
+                "(the same bucket is mounted already; use another --spool-dir)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        existing = [int(n.split(".")[0]) for n in os.listdir(self.dir) if n[0].isdigit()]
+        self._ids = itertools.count(max(existing, default=0) + 1)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def new(self, key: str) -> SpoolEntry:
+        entry_id = f"{next(self._ids):08d}"
+        path = os.path.join(self.dir, entry_id + ".data")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:
+            raise SpoolError(e.errno or errno.EIO, f"cannot create spool file: {e}") from e
+        entry = SpoolEntry(self, entry_id, key, fd)
+        try:
+            entry.set_state(OPEN)
+        except OSError as e:
+            entry.close()
+            raise SpoolError(e.errno or errno.EIO, f"cannot write spool journal: {e}") from e
+        return entry
+
+    async def fill(self, entry: SpoolEntry, key: str) -> None:
+        """Copy the stored object into a fresh spool file (before a partial overwrite)."""
+        with os.fdopen(os.dup(entry.fd), "r+b") as f:
+            f.seek(0)
+            n = await self.store.download(key, f)
+            f.flush()
+        entry.size = n
+        entry.reset_hash_from_file()
+
+    # -------------------------------------------------------------- upload
+    async def commit(self, entry: SpoolEntry, headers: dict[str, Any]) -> PutResult | None:
+        """Upload the entry if it changed since its last upload (idempotent per dirty
+        generation). The journal says ``closing`` while S3 has not acknowledged it."""
+        async with entry.lock:
+            if not entry.dirty:
+                return None
+            gen = entry.dirty_gen
+            entry.set_state(CLOSING, headers)
+            md5 = await entry.digest()
+            try:
+                with open(entry.data_path, "rb") as body:
+                    res = await self.store.put(
+                        entry.key, body, md5=md5, size=entry.size, headers=headers
+                    )
+            except StoreError as e:
+                self.failed[entry.key] = f"{e.code}: {e.message}"
+                log.error(
+                    "upload of %r failed (%s: %s); its data stays in the spool at %s",
+                    entry.key,
+                    e.code,
+                    e.message,
+                    entry.data_path,
+                )
+                raise
+            self.failed.pop(entry.key, None)
+            entry.uploaded_gen = gen
+            if not entry.dirty:
+                entry.set_state(CLEAN)
+            log.debug(
+                "stored %r (%d bytes, md5 %s, etag %s)", entry.key, entry.size, md5.hex(), res.etag
+            )
+            return res
+
+    # -------------------------------------------------------------- crash recovery
+    async def recover(self) -> tuple[list[str], list[str]]:
+        """Deal with what a dead daemon left: upload closed files, move open ones to
+        recovered/. Returns (uploaded keys, recovered paths). Never deletes data that S3
+        has not acknowledged."""
+        uploaded: list[str] = []
+        moved: list[str] = []
+        names = sorted(os.listdir(self.dir))
+        for name in names:
+            if not name.endswith(".data"):
+                continue
+            entry_id = name[: -len(".data")]
+            data = os.path.join(self.dir, name)
+            journal = os.path.join(self.dir, entry_id + ".json")
+            try:
+                with open(journal) as f:
+                    record = json.load(f)
+            except FileNotFoundError:
+                os.unlink(data)  # no journal: S3 acknowledged it
+                continue
+            except (OSError, ValueError):
+                record = {"key": f"unknown-{entry_id}", "state": OPEN}
+            key = str(record.get("key", ""))
+            if record.get("state") == CLOSING:
+                md5 = await trio.to_thread.run_sync(_md5_of_file, data)
+                size = os.path.getsize(data)
+                try:
+                    with open(data, "rb") as body:
+                        await self.store.put(
+                            key, body, md5=md5, size=size, headers=record.get("headers", {})
+                        )
+                except StoreError as e:
+                    log.error("recovery: upload of %r failed (%s); kept in %s", key, e.code, data)
+                    self.failed[key] = f"{e.code}: {e.message}"
+                    continue
+                os.unlink(journal)
+                os.unlink(data)
+                uploaded.append(key)
+                log.warning("recovery: uploaded %r, whose close() had started before a crash", key)
+            else:
+                dest = self._recovery_path(key)
+                os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+                shutil.move(data, dest)
+                os.unlink(journal)
+                moved.append(dest)
+                log.warning(
+                    "recovery: %r was still open when the daemon died; not uploaded "
+                    "(it could be partial). Its bytes are in %s",
+                    key,
+                    dest,
+                )
+        return uploaded, moved
+
+    def _recovery_path(self, key: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        safe = key.replace("/", "%2F") or "unnamed"
+        base = os.path.join(self.dir, "recovered", stamp, safe[:200])
+        path = base
+        for i in itertools.count(1):
+            if not os.path.exists(path):
+                return path
+            path = f"{base}.{i}"
+        raise AssertionError("unreachable")

@@ -1,0 +1,354 @@
+"""The only module that talks to S3 (the only boto3 importer).
+
+Every request runs in a worker thread (``trio.to_thread.run_sync``) under one of two
+capacity limiters, so uploads never starve HEAD/LIST. One boto3 client is shared; it is
+built from a ``boto3.Session`` so temporary credentials refresh by themselves.
+Failures leave this module as ``StoreError`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, TypeVar
+
+import boto3
+import botocore.exceptions
+import trio
+from botocore.config import Config
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"  # path | virtual | auto
+    checksum: str = "when_required"  # botocore request_checksum_calculation
+    max_attempts: int = 5  # botocore standard retry mode, first try included
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    upload_threads: int = 8
+    meta_threads: int = 16
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified_ns: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    version_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # other headers from HEAD
+
+
+@dataclass
+class Listing:
+    prefix: str
+    objects: list[ObjectInfo]
+    prefixes: list[str]  # common prefixes, ending in "/"
+    truncated: bool
+
+
+@dataclass
+class PutResult:
+    etag: str
+    version_id: str | None
+
+
+def _ns(dt: Any) -> int:
+    return int(dt.timestamp() * 1_000_000_000) if dt is not None else 0
+
+
+def strip_etag(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+class Stats:
+    """Request and error counters, updated from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.bytes_uploaded = 0
+        self.bytes_downloaded = 0
+
+    def count(self, op: str) -> None:
+        with self._lock:
+            self.requests[op] += 1
+
+    def error(self, code: str) -> None:
+        with self._lock:
+            self.errors[code] += 1
+
+    def add_bytes(self, up: int = 0, down: int = 0) -> None:
+        with self._lock:
+            self.bytes_uploaded += up
+            self.bytes_downloaded += down
+
+
+class Store:
+    def __init__(self, cfg: StoreConfig) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.stats = Stats()
+        session = boto3.Session(profile_name=cfg.profile) if cfg.profile else boto3.Session()
+        pool = max(cfg.upload_threads + cfg.meta_threads, 10)
+        self._client = session.client(
+            "s3",
+            endpoint_url=cfg.endpoint_url,
+            region_name=cfg.region or session.region_name or "us-east-1",
+            config=Config(
+                max_pool_connections=pool,
+                retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+                s3={"addressing_style": cfg.addressing_style},
+                request_checksum_calculation=cfg.checksum,
+                response_checksum_validation="when_required",
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=cfg.read_timeout,
+                tcp_keepalive=True,
+            ),
+        )
+        self._client.meta.events.register("after-call.s3", self._after_call)
+        self.upload_limiter = trio.CapacityLimiter(cfg.upload_threads)
+        self.meta_limiter = trio.CapacityLimiter(cfg.meta_threads)
+
+    # ------------------------------------------------------------------ plumbing
+    def _after_call(self, http_response: Any, parsed: Any, model: Any, **_: Any) -> None:
+        self.stats.count(model.name)
+        if log.isEnabledFor(logging.DEBUG):
+            status = getattr(http_response, "status_code", "?")
+            log.debug("%s -> %s", model.name, status)
+
+    @contextmanager
+    def _errors(self, op: str, key: str = "") -> Iterator[None]:
+        try:
+            yield
+        except botocore.exceptions.ClientError as e:
+            err = e.response.get("Error", {})
+            meta = e.response.get("ResponseMetadata", {})
+            status = int(meta.get("HTTPStatusCode", 0) or 0)
+            code = str(err.get("Code") or status or "Unknown")
+            se = StoreError(
+                code,
+                str(err.get("Message") or e),
+                op=op,
+                key=key,
+                status=status,
+                request_id=str(meta.get("RequestId", "")),
+            )
+            self.stats.error(code)
+            raise se from None
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError,
+        ) as e:
+            self.stats.error("EndpointUnreachable")
+            raise StoreError(
+                "EndpointUnreachable",
+                f"cannot reach {self.cfg.endpoint_url or 'the S3 endpoint'}: {e}",
+                op=op,
+                key=key,
+            ) from None
+        except botocore.exceptions.NoCredentialsError:
+            self.stats.error("NoCredentials")
+            raise StoreError(
+                "NoCredentials",
+                "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "a profile, or ~/.aws/credentials)",
+                op=op,
+                key=key,
+            ) from None
+        except botocore.exceptions.BotoCoreError as e:
+            self.stats.error(type(e).__name__)
+            raise StoreError(type(e).__name__, str(e), op=op, key=key) from None
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        with self._errors(op, key):
+            return fn()
+
+    async def _run(
+        self, limiter: trio.CapacityLimiter, op: str, key: str, fn: Callable[[], T]
+    ) -> T:
+        return await trio.to_thread.run_sync(self._call, op, key, fn, limiter=limiter)
+
+    # ------------------------------------------------------------------ sync API
+    def check_bucket_sync(self) -> None:
+        """HeadBucket, for start-up checks (before any trio loop runs)."""
+        self._call("HeadBucket", "", lambda: self._client.head_bucket(Bucket=self.bucket))
+
+    # ------------------------------------------------------------------ async API
+    async def head(self, key: str) -> ObjectInfo | None:
+        def do() -> ObjectInfo | None:
+            try:
+                r = self._client.head_object(Bucket=self.bucket, Key=key)
+            except botocore.exceptions.ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return ObjectInfo(
+                key=key,
+                size=int(r.get("ContentLength", 0)),
+                etag=strip_etag(r.get("ETag")),
+                last_modified_ns=_ns(r.get("LastModified")),
+                metadata=dict(r.get("Metadata", {})),
+                content_type=str(r.get("ContentType", "")),
+                version_id=r.get("VersionId"),
+                extra={
+                    k: v for k, v in r.items() if k not in ("ResponseMetadata", "Metadata", "Body")
+                },
+            )
+
+        return await self._run(self.meta_limiter, "HeadObject", key, do)
+
+    async def list_dir(self, prefix: str, *, max_pages: int | None = None) -> Listing:
+        """One directory level (Delimiter '/'), following pagination up to max_pages."""
+
+        def do() -> Listing:
+            objects: list[ObjectInfo] = []
+            prefixes: list[str] = []
+            token: str | None = None
+            pages = 0
+            while True:
+                kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+                if token:
+                    kw["ContinuationToken"] = token
+                r = self._client.list_objects_v2(**kw)
+                pages += 1
+                for o in r.get("Contents", []):
+                    objects.append(
+                        ObjectInfo(
+                            key=o["Key"],
+                            size=int(o.get("Size", 0)),
+                            etag=strip_etag(o.get("ETag")),
+                            last_modified_ns=_ns(o.get("LastModified")),
+                        )
+                    )
+                prefixes.extend(p["Prefix"] for p in r.get("CommonPrefixes", []))
+                token = r.get("NextContinuationToken")
+                if not r.get("IsTruncated") or not token:
+                    return Listing(prefix, objects, prefixes, truncated=False)
+                if max_pages is not None and pages >= max_pages:
+                    return Listing(prefix, objects, prefixes, truncated=True)
+
+        return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
+
+    async def has_children(self, prefix: str) -> list[str]:
+        """Up to two keys under prefix (enough to tell marker-only from non-empty)."""
+
+        def do() -> list[str]:
+            r = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=2)
+            return [o["Key"] for o in r.get("Contents", [])]
+
+        return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of an object."""
+
+        def do() -> bytes:
+            r = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+            data: bytes = r["Body"].read()
+            self.stats.add_bytes(down=len(data))
+            return data
+
+        return await self._run(self.upload_limiter, "GetObject", key, do)
+
+    async def download(self, key: str, fileobj: BinaryIO) -> int:
+        """Whole object into an open file; returns the byte count."""
+
+        def do() -> int:
+            r = self._client.get_object(Bucket=self.bucket, Key=key)
+            n = 0
+            for chunk in r["Body"].iter_chunks(1 << 20):
+                fileobj.write(chunk)
+                n += len(chunk)
+            self.stats.add_bytes(down=n)
+            return n
+
+        return await self._run(self.upload_limiter, "GetObject", key, do)
+
+    async def put(
+        self,
+        key: str,
+        body: BinaryIO | bytes,
+        *,
+        md5: bytes,
+        size: int,
+        headers: dict[str, Any],
+        verify_etag: bool = True,
+    ) -> PutResult:
+        """One PutObject with Content-MD5; the returned ETag is checked against md5."""
+        content_md5 = base64.b64encode(md5).decode("ascii")
+
+        def do() -> PutResult:
+            if not isinstance(body, bytes):
+                body.seek(0)
+            r = self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentLength=size,
+                ContentMD5=content_md5,
+                **headers,
+            )
+            self.stats.add_bytes(up=size)
+            etag = strip_etag(r.get("ETag"))
+            sse = str(r.get("ServerSideEncryption", ""))
+            md5_etag = (
+                "-" not in etag
+                and not sse.startswith("aws:kms")
+                and "SSECustomerAlgorithm" not in r
+            )
+            if verify_etag and md5_etag and etag and etag != md5.hex():
+                raise StoreError(
+                    "ChecksumMismatch",
+                    f"S3 stored ETag {etag}, but the spooled bytes have MD5 {md5.hex()}",
+                    op="PutObject",
+                    key=key,
+                )
+            return PutResult(etag=etag, version_id=r.get("VersionId"))
+
+        return await self._run(self.upload_limiter, "PutObject", key, do)
+
+    async def copy_in_place(self, key: str, headers: dict[str, Any]) -> PutResult:
+        """CopyObject onto itself with MetadataDirective REPLACE (headers re-sent)."""
+
+        def do() -> PutResult:
+            r = self._client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+                **headers,
+            )
+            res = r.get("CopyObjectResult", {})
+            return PutResult(etag=strip_etag(res.get("ETag")), version_id=r.get("VersionId"))
+
+        return await self._run(self.upload_limiter, "CopyObject", key, do)
+
+    async def delete(self, key: str) -> None:
+        await self._run(
+            self.meta_limiter,
+            "DeleteObject",
+            key,
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=key),
+        )

@@ -1,0 +1,166 @@
+"""Fixtures: a moto server process, a recording proxy in front of it, fresh buckets,
+and mounts of s3fuse through the kernel that are always unmounted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.servers import MotoServer, RecordingProxy
+
+# Tests never use the host's AWS configuration.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing-key-id",
+    AWS_SECRET_ACCESS_KEY="testing-secret-key",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_CONFIG_FILE="/nonexistent/aws-config",
+    AWS_SHARED_CREDENTIALS_FILE="/nonexistent/aws-credentials",
+)
+for _v in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_v, None)
+
+
+def client(url: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = MotoServer(log_path=str(log)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(moto: MotoServer) -> Iterator[RecordingProxy]:
+    p = RecordingProxy(moto.url)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def s3(moto: MotoServer) -> Any:
+    """A boto3 client that talks to the server directly (not through the proxy)."""
+    return client(moto.url)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+class Mount:
+    """One ``s3fuse mount --foreground`` process and its mount point."""
+
+    def __init__(self, bucket: str, endpoint: str, root: Path, *args: str) -> None:
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.root = root
+        self.path = root / "mnt"
+        self.spool = root / "spool"
+        self.log = root / "s3fuse.log"
+        self.args = list(args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.path.mkdir(exist_ok=True)
+
+    def start(self, timeout: float = 60.0) -> Mount:
+        cmd = [sys.executable, "-m", "s3fuse", "mount", self.bucket, str(self.path),
+               "--endpoint-url", self.endpoint, "--foreground", "--debug",
+               "--spool-dir", str(self.spool), "--retries", "2", *self.args]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"s3fuse exited {self.proc.returncode}:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mount not ready after {timeout}s:\n{self.log_text()}")
+            time.sleep(0.05)
+        os.stat(self.path)
+        return self
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def unmount(self, timeout: float = 60.0) -> int:
+        """Clean unmount; returns the daemon's exit code."""
+        if os.path.ismount(self.path):
+            for _ in range(50):
+                r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+                if r.returncode == 0:
+                    break
+                time.sleep(0.1)
+            else:
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+        code = 0
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
+            self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash), then detach the dead mount."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+
+    def stop(self) -> None:
+        try:
+            self.unmount(timeout=30)
+        finally:
+            if self.proc is not None:
+                self.kill()
+            if os.path.ismount(self.path):
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path, proxy: RecordingProxy) -> Iterator[Any]:
+    mounts: list[Mount] = []
+
+    def make(bucket: str, *args: str, endpoint: str | None = None, root: Path | None = None,
+             start: bool = True) -> Mount:
+        m = Mount(bucket, endpoint or proxy.url, root or tmp_path, *args)
+        mounts.append(m)
+        return m.start() if start else m
+
+    yield make
+    for m in mounts:
+        m.stop()
+    for m in mounts:
+        shutil.rmtree(m.path, ignore_errors=True)
+
+
+@pytest.fixture
+def mnt(mount_factory: Any, bucket: str, proxy: RecordingProxy) -> Mount:
+    m: Mount = mount_factory(bucket)
+    proxy.clear()
+    return m

@@ -1,0 +1,185 @@
+"""Real S3 server processes for tests, and a recording (fault-injecting) HTTP proxy.
+
+Everything binds to 127.0.0.1 only; every process started here is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class MotoServer:
+    """``moto_server`` (moto[server]) in its own process on a free port."""
+
+    def __init__(self, port: int | None = None, log_path: str | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or os.devnull
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoServer:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        try:
+            wait_http(self.url + "/moto-api/")
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # path and query, as sent
+    headers: dict[str, str]  # lower-cased names
+    body_len: int
+    body_md5: str
+    status: int = 0
+
+    @property
+    def key_path(self) -> str:
+        return self.path.split("?", 1)[0]
+
+
+@dataclass
+class RecordingProxy:
+    """A reverse proxy that records every request and can alter traffic.
+
+    ``fault`` is called with each request record before it is forwarded; it may return
+    None (forward), an int (answer that HTTP status with an S3 error body, do not forward)
+    or "drop" (close the connection without answering).
+    """
+
+    upstream: str
+    records: list[Recorded] = field(default_factory=list)
+    fault: Callable[[Recorded], Any] | None = None
+
+    def __post_init__(self) -> None:
+        up = urlsplit(self.upstream)
+        self._up_host, self._up_port = up.hostname or "127.0.0.1", up.port or 80
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rec = Recorded(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                    len(body), hashlib.md5(body).hexdigest(),
+                )
+                with proxy._lock:
+                    proxy.records.append(rec)
+                action = proxy.fault(rec) if proxy.fault else None
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if isinstance(action, int):
+                    rec.status = action
+                    err = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError"
+                           b"</Code><Message>injected</Message></Error>")
+                    self.send_response(action)
+                    self.send_header("Content-Length", str(len(err)))
+                    self.send_header("Content-Type", "application/xml")
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                conn = http.client.HTTPConnection(proxy._up_host, proxy._up_port, timeout=120)
+                try:
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in ("connection", "keep-alive")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    rec.status = resp.status
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                            continue
+                        self.send_header(k, v)
+                    if self.command == "HEAD":
+                        self.send_header("Content-Length", resp.getheader("Content-Length", "0"))
+                    else:
+                        self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.records.clear()
+
+    def requests(self, method: str | None = None, path_contains: str = "") -> list[Recorded]:
+        with self._lock:
+            return [
+                r for r in self.records
+                if (method is None or r.method == method) and path_contains in r.path
+            ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,172 @@
+"""Pure logic: path<->key mapping, metadata encoding, error mapping, option parsing."""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+import pytest
+
+from s3fuse import meta
+from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
+from s3fuse.errors import StoreError, errno_for
+from s3fuse.keys import KeyMap, NameError_, decode_name, listable_name, normalize_prefix
+
+# ------------------------------------------------------------------ keys
+
+
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [("", ""), ("a", "a/"), ("/a/b/", "a/b/"), ("a//b", "a/b/")],
+)
+def test_normalize_prefix(raw: str, norm: str) -> None:
+    assert normalize_prefix(raw) == norm
+
+
+def test_prefix_rejects_dot_segments() -> None:
+    with pytest.raises(ValueError):
+        normalize_prefix("a/../b")
+
+
+def test_keymap_with_prefix() -> None:
+    km = KeyMap("data/")
+    assert km.file_key("x/y.txt") == "data/x/y.txt"
+    assert km.dir_prefix("") == "data/"
+    assert km.dir_prefix("x") == "data/x/"
+    assert km.marker_key("x") == "data/x/"
+    assert km.path_of("data/x/y.txt") == "x/y.txt"
+    assert km.path_of("data/x/") == "x"
+    assert km.path_of("other/x") is None
+    # keys POSIX cannot show never map to a path
+    assert km.path_of("data/a//b") is None
+    assert km.path_of("data/a/../b") is None
+
+
+def test_decode_name() -> None:
+    assert decode_name("ünïcode name.txt".encode()) == "ünïcode name.txt"
+    for bad in (b".", b"..", b"a/b"):
+        with pytest.raises(NameError_) as e:
+            decode_name(bad)
+        assert e.value.errno == errno.EINVAL
+    with pytest.raises(NameError_) as e:
+        decode_name(b"\xff\xfe")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(NameError_) as e:
+        decode_name(b"x" * 256)
+    assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_key_length_limit() -> None:
+    km = KeyMap("p/")
+    km.file_key("a" * 1022)  # 1024 bytes with the prefix
+    with pytest.raises(NameError_) as e:
+        km.file_key("a" * 1023)
+    assert e.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(NameError_):
+        km.file_key("é" * 512)  # 1024 characters but 1026 bytes
+
+
+def test_listable_name() -> None:
+    assert listable_name("a b%+?#")
+    assert not listable_name("")
+    assert not listable_name(".")
+    assert not listable_name("..")
+    assert not listable_name("x" * 256)
+
+
+# ------------------------------------------------------------------ metadata
+
+DEFAULTS = meta.Defaults(uid=1000, gid=100)
+
+
+def test_meta_roundtrip_s3fs_convention() -> None:
+    a = meta.Attrs(stat.S_IFREG | 0o640, 12, 34, 1_700_000_000_123_456_789, 5)
+    enc = meta.encode(a)
+    assert enc == {"mode": str(stat.S_IFREG | 0o640), "uid": "12", "gid": "34",
+                   "mtime": "1700000000.123456789"}
+    back = meta.decode(enc, is_dir=False, size=5, last_modified_ns=0, defaults=DEFAULTS)
+    assert back == a
+
+
+def test_meta_whole_seconds_as_integer() -> None:
+    assert meta.encode_mtime(1_700_000_000 * 10**9) == "1700000000"
+    assert meta.decode_mtime("1700000000") == 1_700_000_000 * 10**9
+
+
+def test_meta_defaults_for_foreign_objects() -> None:
+    a = meta.decode({}, is_dir=False, size=7, last_modified_ns=42, defaults=DEFAULTS)
+    assert a == meta.Attrs(stat.S_IFREG | 0o644, 1000, 100, 42, 7)
+    d = meta.decode({}, is_dir=True, size=0, last_modified_ns=42, defaults=DEFAULTS)
+    assert d.mode == stat.S_IFDIR | 0o755
+
+
+def test_meta_garbage_values_fall_back() -> None:
+    a = meta.decode({"mode": "banana", "uid": "-", "mtime": "x"}, is_dir=False, size=0,
+                    last_modified_ns=9, defaults=DEFAULTS)
+    assert a.mode == stat.S_IFREG | 0o644 and a.uid == 1000 and a.mtime_ns == 9
+    # permission bits only (another tool): the type is added
+    b = meta.decode({"mode": "420"}, is_dir=False, size=0, last_modified_ns=0, defaults=DEFAULTS)
+    assert b.mode == stat.S_IFREG | 0o644
+
+
+def test_content_type() -> None:
+    assert meta.content_type_for("a.txt") == "text/plain"
+    assert meta.content_type_for("noext") == "application/octet-stream"
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    ("code", "err"),
+    [
+        ("AccessDenied", errno.EACCES),
+        ("NoSuchKey", errno.ENOENT),
+        ("AccessControlListNotSupported", errno.EOPNOTSUPP),
+        ("InvalidStorageClass", errno.EINVAL),
+        ("InvalidArgument", errno.EINVAL),
+        ("KMS.NotFoundException", errno.EINVAL),
+        ("EndpointUnreachable", errno.EIO),
+        ("SomethingNew", errno.EIO),
+    ],
+)
+def test_error_mapping(code: str, err: int) -> None:
+    assert errno_for(code) == err
+    e = StoreError(code, "msg", op="PutObject", key="k", request_id="r1")
+    assert e.errno == err
+    assert "PutObject" in str(e) and code in str(e) and "r1" in str(e)
+
+
+# ------------------------------------------------------------------ options
+
+
+def test_split_bucket() -> None:
+    assert split_bucket("b") == ("b", "")
+    assert split_bucket("b:x/y") == ("b", "x/y/")
+    arn = "arn:aws:s3:us-east-1:123456789012:accesspoint/ap"
+    assert split_bucket(arn) == (arn, "")
+    assert split_bucket(arn + ":pre") == (arn, "pre/")
+
+
+def test_apply_options_fstab_style() -> None:
+    cfg = MountConfig(bucket="b", mountpoint="/m")
+    apply_options(cfg, ["endpoint_url=http://127.0.0.1:1,ro,_netdev,noauto,x-systemd.after=x",
+                        "cache-ttl=2.5,retries=3,debug"])
+    assert cfg.endpoint_url == "http://127.0.0.1:1"
+    assert cfg.read_only is True and cfg.debug is True
+    assert cfg.cache_ttl == 2.5 and cfg.retries == 3
+    cfg.validate()
+    apply_options(cfg, ["rw"])
+    assert cfg.read_only is False
+
+
+def test_bad_options_are_named() -> None:
+    cfg = MountConfig(bucket="b", mountpoint="/m")
+    apply_options(cfg, ["colour=blue"])
+    with pytest.raises(ConfigError, match="colour"):
+        cfg.validate()
+    with pytest.raises(ConfigError, match="retries"):
+        apply_options(MountConfig(bucket="b", mountpoint="/m"), ["retries=many"])
+    cfg = MountConfig(bucket="b", mountpoint="/m", addressing_style="sideways")
+    with pytest.raises(ConfigError, match="path"):
+        cfg.validate()
