@@ -285,7 +285,10 @@ def run_foreground(cfg: MountConfig) -> int:
                 "VALIDATION_ERROR", f"cannot use spool directory {daemon.spool.dir}: {e}"
             ) from None
     except StartError as e:
-        log.error("%s", e.message)
+        if cfg.log_file:
+            log.error("%s", e.message)
+        if ready_fd is None:
+            print(f"s3fuse: error: {e.message}", file=sys.stderr)
         report(f"ERROR {e.code} {e.message}")
         return 1
     try:

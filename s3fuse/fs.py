@@ -643,6 +643,9 @@ class S3Fs(pyfuse3.Operations):
             basename(node.path),
             Child(False, entry.size, res.etag, node.attrs.mtime_ns),
         )
+        if node.opens == 0 and not entry.dirty:
+            entry.close()  # nobody has it open and S3 has it: free the spool space
+            node.entry = None
 
     @handler
     async def flush(self, fh: int) -> None:

@@ -34,7 +34,9 @@ for _v in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
 
 def client(url: str) -> Any:
     return boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1",
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
     )
 
@@ -82,9 +84,23 @@ class Mount:
         self.path.mkdir(exist_ok=True)
 
     def start(self, timeout: float = 60.0) -> Mount:
-        cmd = [sys.executable, "-m", "s3fuse", "mount", self.bucket, str(self.path),
-               "--endpoint-url", self.endpoint, "--foreground", "--debug",
-               "--spool-dir", str(self.spool), "--retries", "2", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "s3fuse",
+            "mount",
+            self.bucket,
+            str(self.path),
+            "--endpoint-url",
+            self.endpoint,
+            "--foreground",
+            "--debug",
+            "--spool-dir",
+            str(self.spool),
+            "--retries",
+            "2",
+            *self.args,
+        ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -146,8 +162,13 @@ class Mount:
 def mount_factory(tmp_path: Path, proxy: RecordingProxy) -> Iterator[Any]:
     mounts: list[Mount] = []
 
-    def make(bucket: str, *args: str, endpoint: str | None = None, root: Path | None = None,
-             start: bool = True) -> Mount:
+    def make(
+        bucket: str,
+        *args: str,
+        endpoint: str | None = None,
+        root: Path | None = None,
+        start: bool = True,
+    ) -> Mount:
         m = Mount(bucket, endpoint or proxy.url, root or tmp_path, *args)
         mounts.append(m)
         return m.start() if start else m

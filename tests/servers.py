@@ -55,7 +55,9 @@ class MotoServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         try:
             wait_http(self.url + "/moto-api/")
@@ -117,8 +119,11 @@ class RecordingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 rec = Recorded(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                    len(body), hashlib.md5(body).hexdigest(),
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    len(body),
+                    hashlib.md5(body).hexdigest(),
                 )
                 with proxy._lock:
                     proxy.records.append(rec)
@@ -129,8 +134,10 @@ class RecordingProxy:
                     return
                 if isinstance(action, int):
                     rec.status = action
-                    err = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError"
-                           b"</Code><Message>injected</Message></Error>")
+                    err = (
+                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError"
+                        b"</Code><Message>injected</Message></Error>"
+                    )
                     self.send_response(action)
                     self.send_header("Content-Length", str(len(err)))
                     self.send_header("Content-Type", "application/xml")
@@ -139,8 +146,11 @@ class RecordingProxy:
                     return
                 conn = http.client.HTTPConnection(proxy._up_host, proxy._up_port, timeout=120)
                 try:
-                    headers = {k: v for k, v in self.headers.items()
-                               if k.lower() not in ("connection", "keep-alive")}
+                    headers = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() not in ("connection", "keep-alive")
+                    }
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
@@ -176,7 +186,8 @@ class RecordingProxy:
     def requests(self, method: str | None = None, path_contains: str = "") -> list[Recorded]:
         with self._lock:
             return [
-                r for r in self.records
+                r
+                for r in self.records
                 if (method is None or r.method == method) and path_contains in r.path
             ]
 

@@ -82,8 +82,12 @@ DEFAULTS = meta.Defaults(uid=1000, gid=100)
 def test_meta_roundtrip_s3fs_convention() -> None:
     a = meta.Attrs(stat.S_IFREG | 0o640, 12, 34, 1_700_000_000_123_456_789, 5)
     enc = meta.encode(a)
-    assert enc == {"mode": str(stat.S_IFREG | 0o640), "uid": "12", "gid": "34",
-                   "mtime": "1700000000.123456789"}
+    assert enc == {
+        "mode": str(stat.S_IFREG | 0o640),
+        "uid": "12",
+        "gid": "34",
+        "mtime": "1700000000.123456789",
+    }
     back = meta.decode(enc, is_dir=False, size=5, last_modified_ns=0, defaults=DEFAULTS)
     assert back == a
 
@@ -101,8 +105,13 @@ def test_meta_defaults_for_foreign_objects() -> None:
 
 
 def test_meta_garbage_values_fall_back() -> None:
-    a = meta.decode({"mode": "banana", "uid": "-", "mtime": "x"}, is_dir=False, size=0,
-                    last_modified_ns=9, defaults=DEFAULTS)
+    a = meta.decode(
+        {"mode": "banana", "uid": "-", "mtime": "x"},
+        is_dir=False,
+        size=0,
+        last_modified_ns=9,
+        defaults=DEFAULTS,
+    )
     assert a.mode == stat.S_IFREG | 0o644 and a.uid == 1000 and a.mtime_ns == 9
     # permission bits only (another tool): the type is added
     b = meta.decode({"mode": "420"}, is_dir=False, size=0, last_modified_ns=0, defaults=DEFAULTS)
@@ -150,8 +159,13 @@ def test_split_bucket() -> None:
 
 def test_apply_options_fstab_style() -> None:
     cfg = MountConfig(bucket="b", mountpoint="/m")
-    apply_options(cfg, ["endpoint_url=http://127.0.0.1:1,ro,_netdev,noauto,x-systemd.after=x",
-                        "cache-ttl=2.5,retries=3,debug"])
+    apply_options(
+        cfg,
+        [
+            "endpoint_url=http://127.0.0.1:1,ro,_netdev,noauto,x-systemd.after=x",
+            "cache-ttl=2.5,retries=3,debug",
+        ],
+    )
     assert cfg.endpoint_url == "http://127.0.0.1:1"
     assert cfg.read_only is True and cfg.debug is True
     assert cfg.cache_ttl == 2.5 and cfg.retries == 3

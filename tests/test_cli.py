@@ -1,0 +1,146 @@
+"""The command line as a user runs it: refusals with clear messages, background mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3fuse import runtime
+from tests.servers import RecordingProxy, free_port
+
+
+def s3fuse(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "s3fuse", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_explains() -> None:
+    r = s3fuse("mount", "--help")
+    assert r.returncode == 0
+    for word in (
+        "--endpoint-url",
+        "--foreground",
+        "--debug",
+        "--spool-dir",
+        "--read-only",
+        "-o",
+        "Content-MD5",
+        "credentials",
+    ):
+        assert word in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("missing-bucket", "does not exist"),
+        ("unreachable", "cannot reach"),
+        ("no-mountpoint", "does not exist (mkdir it first)"),
+        ("bad-option", "unknown option(s): colour"),
+        ("bad-value", "retries='lots'"),
+    ],
+)
+def test_refuses_to_start(
+    case: str, needle: str, tmp_path: Path, proxy: RecordingProxy, bucket: str
+) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    endpoint = proxy.url
+    args = [bucket, str(mnt)]
+    extra: list[str] = []
+    if case == "missing-bucket":
+        args[0] = "no-such-bucket-anywhere"
+    elif case == "unreachable":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    elif case == "no-mountpoint":
+        args[1] = str(tmp_path / "nope")
+    elif case == "bad-option":
+        extra = ["-o", "colour=blue"]
+    elif case == "bad-value":
+        extra = ["-o", "retries=lots"]
+    for mode in (["--foreground"], []):
+        r = s3fuse(
+            "mount",
+            *args,
+            "--endpoint-url",
+            endpoint,
+            "--spool-dir",
+            str(tmp_path / "sp"),
+            "--log-file",
+            str(tmp_path / "log"),
+            *extra,
+            *mode,
+        )
+        assert r.returncode != 0, r.stdout
+        assert needle in r.stderr, r.stderr
+        assert not os.path.ismount(mnt)
+
+
+def test_background_mount_and_umount(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = s3fuse(
+        "mount",
+        bucket,
+        str(mnt),
+        "-o",
+        f"endpoint_url={proxy.url},cache_ttl=5",
+        "--spool-dir",
+        str(tmp_path / "sp"),
+        "--log-file",
+        str(tmp_path / "log"),
+    )
+    try:
+        assert r.returncode == 0, r.stderr
+        # returned only once the mount is ready
+        assert os.path.ismount(mnt)
+        assert "mounted" in r.stdout
+        state = runtime.read_state(str(mnt))
+        assert state is not None and runtime.pid_alive(state["pid"])
+        (mnt / "bg.txt").write_bytes(b"background")
+        assert s3.get_object(Bucket=bucket, Key="bg.txt")["Body"].read() == b"background"
+        u = s3fuse("umount", str(mnt))
+        assert u.returncode == 0, u.stderr
+        assert not os.path.ismount(mnt)
+        assert not runtime.pid_alive(state["pid"])
+        again = s3fuse("umount", str(mnt))
+        assert again.returncode != 0 and "not mounted" in again.stderr
+    finally:
+        state = runtime.read_state(str(mnt))
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+        if state and runtime.pid_alive(state["pid"]):
+            os.kill(state["pid"], signal.SIGKILL)
+
+
+def test_second_mount_of_same_spool_refused(
+    mount_factory: Any, bucket: str, tmp_path: Path, proxy: RecordingProxy
+) -> None:
+    m = mount_factory(bucket)
+    other = tmp_path / "other"
+    other.mkdir()
+    r = s3fuse(
+        "mount",
+        bucket,
+        str(other),
+        "--endpoint-url",
+        proxy.url,
+        "--foreground",
+        "--spool-dir",
+        str(m.spool),
+    )
+    assert r.returncode != 0 and "in use by another s3fuse" in r.stderr
+    assert not os.path.ismount(other)

@@ -1,0 +1,176 @@
+"""store and spool against a real moto server process (through the recording proxy)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from s3fuse.errors import StoreError
+from s3fuse.spool import CLOSING, OPEN, Spool
+from s3fuse.store import Store, StoreConfig
+from tests.servers import RecordingProxy, free_port
+
+
+def make_store(url: str, bucket: str, **kw: Any) -> Store:
+    return Store(StoreConfig(bucket=bucket, endpoint_url=url, max_attempts=2, **kw))
+
+
+def test_put_sends_content_md5_and_checks_etag(proxy: RecordingProxy, bucket: str, s3: Any) -> None:
+    store = make_store(proxy.url, bucket)
+    body = os.urandom(300_000)
+    md5 = hashlib.md5(body).digest()
+    proxy.clear()
+    res = trio.run(
+        lambda: store.put(
+            "dir/a.bin", body, md5=md5, size=len(body), headers={"Metadata": {"mode": "33188"}}
+        )
+    )
+    assert res.etag == md5.hex()
+    puts = proxy.requests("PUT", "/dir/a.bin")
+    assert len(puts) == 1
+    assert puts[0].headers["content-md5"] == base64.b64encode(md5).decode()
+    assert puts[0].body_md5 == md5.hex()
+    # plain Content-MD5 only: no flexible-checksum headers by default
+    assert not [h for h in puts[0].headers if h.startswith("x-amz-checksum")]
+    head = s3.head_object(Bucket=bucket, Key="dir/a.bin")
+    assert head["Metadata"] == {"mode": "33188"}
+    assert s3.get_object(Bucket=bucket, Key="dir/a.bin")["Body"].read() == body
+
+
+def test_put_with_wrong_md5_is_an_error(proxy: RecordingProxy, bucket: str) -> None:
+    # moto does not check Content-MD5 itself, so the ETag comparison must catch this.
+    store = make_store(proxy.url, bucket)
+    with pytest.raises(StoreError) as e:
+        trio.run(
+            lambda: store.put("k", b"data", md5=hashlib.md5(b"other").digest(), size=4, headers={})
+        )
+    assert e.value.code == "ChecksumMismatch"
+
+
+def test_head_list_range_delete(proxy: RecordingProxy, bucket: str, s3: Any) -> None:
+    store = make_store(proxy.url, bucket)
+    for i in range(1005):
+        s3.put_object(Bucket=bucket, Key=f"many/f{i:04d}", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="many/sub/inner", Body=b"y")
+    s3.put_object(Bucket=bucket, Key="big", Body=bytes(range(256)) * 100)
+
+    async def go() -> None:
+        lst = await store.list_dir("many/")
+        assert len(lst.objects) == 1005 and lst.prefixes == ["many/sub/"]
+        assert not lst.truncated
+        first = await store.list_dir("many/", max_pages=1)
+        assert first.truncated and len(first.objects) == 1000
+        info = await store.head("big")
+        assert info is not None and info.size == 25600
+        assert await store.head("missing") is None
+        proxy.clear()
+        part = await store.get_range("big", 256, 512)
+        assert part == bytes(range(256))
+        gets = proxy.requests("GET", "/big")
+        assert gets[0].headers["range"] == "bytes=256-511"
+        await store.delete("big")
+        assert await store.head("big") is None
+
+    trio.run(go)
+
+
+def test_missing_bucket_and_unreachable_endpoint(proxy: RecordingProxy) -> None:
+    with pytest.raises(StoreError) as e:
+        make_store(proxy.url, "no-such-bucket-here").check_bucket_sync()
+    assert e.value.code in ("NoSuchBucket", "404")
+    with pytest.raises(StoreError) as e:
+        make_store(f"http://127.0.0.1:{free_port()}", "b").check_bucket_sync()
+    assert e.value.code == "EndpointUnreachable"
+
+
+def test_store_counts_requests(proxy: RecordingProxy, bucket: str) -> None:
+    store = make_store(proxy.url, bucket)
+    trio.run(lambda: store.head("nothing"))
+    assert store.stats.requests["HeadObject"] == 1
+
+
+# ------------------------------------------------------------------ spool
+
+
+def test_spool_incremental_md5_and_journal(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    store = make_store(proxy.url, bucket)
+    spool = Spool(str(tmp_path / "sp"), store)
+    spool.open()
+    assert (os.stat(spool.dir).st_mode & 0o777) == 0o700
+
+    async def go() -> None:
+        e = spool.new("seq")
+        assert (os.stat(e.data_path).st_mode & 0o777) == 0o600
+        assert json.loads(Path(e.journal_path).read_text())["state"] == OPEN
+        e.touch()
+        data = os.urandom(200_000)
+        for off in range(0, len(data), 65536):
+            e.write(off, data[off : off + 65536])
+        assert e._hashed == len(data)  # hashed while written, not re-read at close
+        res = await spool.commit(e, {})
+        assert res is not None and res.etag == hashlib.md5(data).hexdigest()
+        assert not os.path.exists(e.journal_path)  # acknowledged: no journal
+        assert await spool.commit(e, {}) is None  # idempotent per dirty generation
+        # a random-access write invalidates the running hash, the upload is still right
+        e.write(10, b"XYZ")
+        assert e._hashed == -1
+        res = await spool.commit(e, {})
+        want = data[:10] + b"XYZ" + data[13:]
+        assert res is not None and res.etag == hashlib.md5(want).hexdigest()
+        assert s3.get_object(Bucket=bucket, Key="seq")["Body"].read() == want
+        e.close()
+
+    trio.run(go)
+    spool.close()
+
+
+def test_spool_lock_refuses_second_daemon(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str
+) -> None:
+    store = make_store(proxy.url, bucket)
+    a = Spool(str(tmp_path / "sp"), store)
+    a.open()
+    b = Spool(str(tmp_path / "sp"), store)
+    with pytest.raises(Exception, match="in use"):
+        b.open()
+    a.close()
+
+
+def test_spool_recovery_classifies(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    store = make_store(proxy.url, bucket)
+    spool = Spool(str(tmp_path / "sp"), store)
+    spool.open()
+    closing = spool.new("was/closing")
+    closing.write(0, b"closed data")
+    closing.set_state(CLOSING, {"Metadata": {"mode": "33261"}})
+    still_open = spool.new("was/open")
+    still_open.write(0, b"partial")
+    stored = spool.new("was/stored")
+    stored.write(0, b"done")
+    stored.set_state("clean")
+    spool.close()
+
+    again = Spool(str(tmp_path / "sp"), store)
+    again.open()
+    uploaded, moved = trio.run(again.recover)
+    assert uploaded == ["was/closing"]
+    obj = s3.get_object(Bucket=bucket, Key="was/closing")
+    assert obj["Body"].read() == b"closed data" and obj["Metadata"] == {"mode": "33261"}
+    assert len(moved) == 1 and Path(moved[0]).read_bytes() == b"partial"
+    assert "recovered" in moved[0]
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket=bucket, Key="was/open")  # nothing partial uploaded
+    left = [n for n in os.listdir(again.dir) if n.endswith((".data", ".json"))]
+    assert left == []
+    again.close()
