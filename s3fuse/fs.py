@@ -158,12 +158,22 @@ class S3Fs(pyfuse3.Operations):
         return node
 
     def _fresh(self, node: Node) -> bool:
+        """Whether the node's attributes can be answered without asking S3. Attributes
+        from a listing alone lack s3fuse's metadata (mode, owner, mtime): never fresh."""
         return (
             node.ino == pyfuse3.ROOT_INODE
             or node.entry is not None
             or node.opens > 0
-            or (time.monotonic() - node.fetched) < self.cfg.cache_ttl
+            or (node.full and (time.monotonic() - node.fetched) < self.cfg.cache_ttl)
         )
+
+    async def _refresh(self, node: Node) -> Node:
+        if node.is_dir:
+            return await self._dir_node(node.path)
+        found = await self._file_node(node.path)
+        if found is None:
+            raise fuse_error(errno.ENOENT)
+        return found
 
     def _install(self, path: str, attrs: Attrs, *, stored: bool, etag: str, full: bool) -> Node:
         """The node for path, created or updated with what we just learned."""
@@ -343,11 +353,8 @@ class S3Fs(pyfuse3.Operations):
     @handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        if not self._fresh(node) and node.stored and not node.is_dir:
-            found = await self._file_node(node.path)
-            if found is None:
-                raise fuse_error(errno.ENOENT)
-            node = found
+        if not self._fresh(node):
+            node = await self._refresh(node)
         return self._entry_attrs(node)
 
     @handler

@@ -45,6 +45,7 @@ def test_help_explains() -> None:
     ("case", "needle"),
     [
         ("missing-bucket", "does not exist"),
+        ("denied", "was denied (403): check the credentials"),
         ("unreachable", "cannot reach"),
         ("no-mountpoint", "does not exist (mkdir it first)"),
         ("bad-option", "unknown option(s): colour"),
@@ -59,6 +60,9 @@ def test_refuses_to_start(
     endpoint = proxy.url
     args = [bucket, str(mnt)]
     extra: list[str] = []
+    if case == "denied":
+        # what a server answers HeadBucket with for rejected credentials
+        proxy.fault = lambda r: 403 if r.method == "HEAD" else None
     if case == "missing-bucket":
         args[0] = "no-such-bucket-anywhere"
     elif case == "unreachable":
@@ -69,22 +73,25 @@ def test_refuses_to_start(
         extra = ["-o", "colour=blue"]
     elif case == "bad-value":
         extra = ["-o", "retries=lots"]
-    for mode in (["--foreground"], []):
-        r = s3fuse(
-            "mount",
-            *args,
-            "--endpoint-url",
-            endpoint,
-            "--spool-dir",
-            str(tmp_path / "sp"),
-            "--log-file",
-            str(tmp_path / "log"),
-            *extra,
-            *mode,
-        )
-        assert r.returncode != 0, r.stdout
-        assert needle in r.stderr, r.stderr
-        assert not os.path.ismount(mnt)
+    try:
+        for mode in (["--foreground"], []):
+            r = s3fuse(
+                "mount",
+                *args,
+                "--endpoint-url",
+                endpoint,
+                "--spool-dir",
+                str(tmp_path / "sp"),
+                "--log-file",
+                str(tmp_path / "log"),
+                *extra,
+                *mode,
+            )
+            assert r.returncode != 0, r.stdout
+            assert needle in r.stderr, r.stderr
+            assert not os.path.ismount(mnt)
+    finally:
+        proxy.fault = None
 
 
 def test_background_mount_and_umount(

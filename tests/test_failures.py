@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,15 @@ def test_sigkill_recovery(
     log = m2.log_text()
     assert "still open when the daemon died" in log and str(recovered[0]) in log
     assert "uploaded 'closed.txt'" in log
+
+
+def test_sigterm_unmounts_cleanly(mount_factory: Any, bucket: str, s3: Any) -> None:
+    m: Mount = mount_factory(bucket)
+    (m / "before-term.txt").write_bytes(b"x")
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(30) == 0
+    m.proc = None
+    assert not os.path.ismount(m.path)
+    assert "signal 15: unmounting" in m.log_text()
+    assert s3.get_object(Bucket=bucket, Key="before-term.txt")["Body"].read() == b"x"

@@ -207,6 +207,11 @@ def test_remount_shows_stored_metadata(mount_factory: Any, bucket: str, s3: Any)
     st = os.stat(m2 / "kept.sh")
     assert stat.S_IMODE(st.st_mode) == 0o750
     assert st.st_mtime_ns == 1_600_000_000_000_000_000
+    m2.unmount()
+    # the same after a listing (readdirplus) came first
+    m3 = mount_factory(bucket)
+    assert "-rwxr-x---" in sh(f"ls -l {m3.path}").stdout
+    assert os.stat(m3 / "kept.sh").st_mtime_ns == 1_600_000_000_000_000_000
 
 
 def test_name_too_long_for_s3(mnt: Mount) -> None:
