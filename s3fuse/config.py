@@ -5,12 +5,16 @@ Every long option also works as ``-o name=value`` (fstab style); flags as ``-o n
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .keys import normalize_prefix
+from .xattrs import XattrError, validate
+
+HEADER_OPTIONS = ("storage_class", "sse", "sse_kms_key_id", "sse_bucket_key", "acl")
 
 
 class ConfigError(ValueError):
@@ -78,6 +82,13 @@ class MountConfig:
     allow_other: bool = False
     uid: int | None = None
     gid: int | None = None
+    # header defaults of every PutObject (user.s3.* xattrs of files and directories win)
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    sse_bucket_key: str | None = None
+    acl: str | None = None
+    sse_c_key_file: str | None = None  # SSE-C: a 0600 file with the 256-bit key
     ready_fd: int | None = None  # internal: the background parent's pipe
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -118,9 +129,55 @@ class MountConfig:
             raise ConfigError(
                 f"endpoint_url must start with http:// or https://: {self.endpoint_url!r}"
             )
+        self.header_defaults()
+        if self.sse_c_key_file and (self.sse or self.sse_kms_key_id):
+            raise ConfigError("sse_c_key_file cannot be combined with sse/sse_kms_key_id")
         if self.extra:
             names = ", ".join(sorted(self.extra))
             raise ConfigError(f"unknown option(s): {names} (see 's3fuse mount --help')")
+
+    def header_defaults(self) -> dict[str, str]:
+        """Mount options that set PutObject headers, validated like the xattrs."""
+        out = {}
+        for name in HEADER_OPTIONS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                out[name] = validate(name, str(value).encode())
+            except XattrError as e:
+                raise ConfigError(f"option {name}: {e}") from None
+        return out
+
+
+def load_sse_c_key(path: str) -> bytes:
+    """The SSE-C key: 32 raw bytes, or 32 bytes as base64 or hex text. The file must not
+    be readable by others (mode 0600 or stricter)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            raw = f.read(200)
+    except OSError as e:
+        raise ConfigError(f"cannot read sse_c_key_file {path}: {e.strerror}") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"sse_c_key_file {path} has mode {st.st_mode & 0o777:o}: it must be readable by "
+            f"its owner only (chmod 600 {path})"
+        )
+    if len(raw) == 32:
+        return raw
+    text = raw.strip()
+    for decode in (lambda t: base64.b64decode(t, validate=True), bytes.fromhex):
+        try:
+            key = decode(text.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if len(key) == 32:
+            return bytes(key)
+    raise ConfigError(
+        f"sse_c_key_file {path}: expected a 256-bit key (32 bytes raw, base64 or hex); "
+        "e.g. head -c 32 /dev/urandom > key && chmod 600 key"
+    )
 
 
 def split_bucket(spec: str) -> tuple[str, str]:

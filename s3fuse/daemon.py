@@ -18,7 +18,7 @@ import pyfuse3
 import trio
 
 from . import runtime
-from .config import MountConfig
+from .config import ConfigError, MountConfig, load_sse_c_key
 from .errors import StoreError
 from .fs import FsConfig, S3Fs
 from .keys import KeyMap
@@ -59,7 +59,12 @@ def setup_logging(debug: bool, log_file: str | None = None) -> None:
 
 
 def store_config(cfg: MountConfig, *, attempts: int | None = None) -> StoreConfig:
+    try:
+        key = load_sse_c_key(cfg.sse_c_key_file) if cfg.sse_c_key_file else None
+    except ConfigError as e:
+        raise StartError("VALIDATION_ERROR", str(e)) from None
     return StoreConfig(
+        sse_c_key=key,
         bucket=cfg.bucket,
         endpoint_url=cfg.endpoint_url,
         region=cfg.region,
@@ -156,6 +161,8 @@ class Daemon:
             self.spool,
             KeyMap(cfg.prefix),
             FsConfig(
+                mount_defaults=cfg.header_defaults(),
+                sse_c=cfg.sse_c_key_file is not None,
                 defaults=defaults,
                 cache_ttl=cfg.cache_ttl,
                 kernel_ttl=cfg.kernel_ttl,

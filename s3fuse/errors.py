@@ -77,3 +77,20 @@ class StoreError(Exception):
         what = f" key={self.key!r}" if self.key else ""
         rid = f" request-id={self.request_id}" if self.request_id else ""
         return f"S3{where} failed: {self.code}: {self.message}{what}{rid}"
+
+
+_HINTS = {
+    "AccessControlListNotSupported": "ACLs are disabled on this bucket (Object Ownership: "
+    "bucket owner enforced): remove user.s3.acl / user.s3.grant_* and the acl mount option",
+    "InvalidStorageClass": "this server does not offer that storage class",
+    "AccessDenied": "the credentials may not do this (bucket policy, IAM, or KMS key policy)",
+    "EndpointUnreachable": "is the S3 server up? the data stays in the spool",
+}
+
+
+def hint_for(code: str) -> str:
+    """A sentence that says what to do about an S3 error code, or ''."""
+    hint = _HINTS.get(code) or (
+        "check the KMS key id and its policy" if code.startswith("KMS.") else ""
+    )
+    return f" ({hint})" if hint else ""

@@ -21,9 +21,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from . import meta
+from . import meta, xattrs
 from .cache import Caches, Child, DirListing
-from .errors import StoreError
+from .errors import StoreError, hint_for
 from .keys import KeyMap, NameError_, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
 from .spool import Spool, SpoolEntry, SpoolError
@@ -53,7 +53,10 @@ def handler(
             raise
         except StoreError as e:
             level = logging.DEBUG if e.errno == errno.ENOENT else logging.ERROR
-            log.log(level, "%s: %s", fn.__name__, e)
+            log.log(level, "%s: %s%s", fn.__name__, e, hint_for(e.code))
+            raise pyfuse3.FUSEError(e.errno) from None
+        except xattrs.XattrError as e:
+            log.warning("%s: %s", fn.__name__, e)
             raise pyfuse3.FUSEError(e.errno) from None
         except (NameError_, SpoolError) as e:
             log.info("%s: %s", fn.__name__, e)
@@ -78,7 +81,8 @@ class FsConfig:
     cache_ttl: float = 10.0  # our listing/attribute caches
     kernel_ttl: float = 1.0  # entry/attr timeout handed to the kernel
     read_only: bool = False
-    put_headers: dict[str, Any] = field(default_factory=dict)  # mount-wide header defaults
+    mount_defaults: dict[str, str] = field(default_factory=dict)  # -o storage_class=... etc.
+    sse_c: bool = False  # the mount encrypts with a customer key (SSE-C)
 
 
 @dataclass(eq=False)
@@ -95,6 +99,15 @@ class Node:
     entry: SpoolEntry | None = None
     unlinked: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # xattrs: header values by short name (for a directory: the defaults of its files),
+    # user metadata (x-amz-meta-*, s3fuse's own keys excluded), read-only facts.
+    hdrs: dict[str, str] = field(default_factory=dict)
+    umeta: dict[str, str] = field(default_factory=dict)
+    acl_loaded: bool = True
+    tags_loaded: bool = True
+    version_id: str | None = None
+    md5: str | None = None
+    last_modified_ns: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -175,7 +188,16 @@ class S3Fs(pyfuse3.Operations):
             raise fuse_error(errno.ENOENT)
         return found
 
-    def _install(self, path: str, attrs: Attrs, *, stored: bool, etag: str, full: bool) -> Node:
+    def _install(
+        self,
+        path: str,
+        attrs: Attrs,
+        *,
+        stored: bool,
+        etag: str,
+        full: bool,
+        info: ObjectInfo | None = None,
+    ) -> Node:
         """The node for path, created or updated with what we just learned."""
         ino = self.by_path.get(path)
         node = self.nodes.get(ino) if ino is not None else None
@@ -188,9 +210,33 @@ class S3Fs(pyfuse3.Operations):
             self.by_path[path] = node.ino
         elif node.entry is None:
             node.attrs = attrs
+        if node.entry is None and full:
+            self._learn_xattrs(node, info)
         node.stored, node.etag, node.full = stored, etag, full
         node.fetched = time.monotonic()
         return node
+
+    def _learn_xattrs(self, node: Node, info: ObjectInfo | None) -> None:
+        """Header values and user metadata as S3 holds them (HEAD)."""
+        if info is None:
+            node.hdrs, node.umeta = {}, {}
+            node.acl_loaded = node.tags_loaded = True
+            return
+        md = {k.lower(): v for k, v in info.metadata.items()}
+        if node.is_dir:
+            node.hdrs = xattrs.dir_defaults_from_meta(md)
+        else:
+            node.hdrs = xattrs.from_head(info.extra)
+        node.umeta = {
+            k: v
+            for k, v in md.items()
+            if k not in meta.OWN_META and not k.startswith(xattrs.DIR_DEFAULT)
+        }
+        node.acl_loaded = node.tags_loaded = node.is_dir
+        node.version_id = info.version_id
+        node.last_modified_ns = info.last_modified_ns
+        kms = node.hdrs.get("sse", "").startswith("aws:kms")
+        node.md5 = info.etag if "-" not in info.etag and not kms and not self.cfg.sse_c else None
 
     def _detach(self, node: Node) -> None:
         """Remove a node's name (unlink/rmdir/rename away); the inode may live on."""
@@ -277,7 +323,12 @@ class S3Fs(pyfuse3.Operations):
         info = await self.store.head(self.keys.marker_key(path))
         if info is not None:
             return self._install(
-                path, self._attrs_from_info(info, True), stored=True, etag=info.etag, full=True
+                path,
+                self._attrs_from_info(info, True),
+                stored=True,
+                etag=info.etag,
+                full=True,
+                info=info,
             )
         return self._install(path, self._default_dir_attrs(), stored=False, etag="", full=True)
 
@@ -287,7 +338,12 @@ class S3Fs(pyfuse3.Operations):
         if info is None:
             return None
         return self._install(
-            path, self._attrs_from_info(info, False), stored=True, etag=info.etag, full=True
+            path,
+            self._attrs_from_info(info, False),
+            stored=True,
+            etag=info.etag,
+            full=True,
+            info=info,
         )
 
     async def _resolve(self, path: str) -> Node:
@@ -395,24 +451,62 @@ class S3Fs(pyfuse3.Operations):
             await self._store_meta(node)
         return self._entry_attrs(node)
 
-    async def _store_meta(self, node: Node) -> None:
-        """Persist changed mode/uid/gid/mtime: with the pending upload if there is one,
-        else in place on the stored object."""
+    async def _store_meta(self, node: Node, *, tagging_changed: bool = False) -> None:
+        """Persist changed attributes or xattrs: with the pending upload if there is one,
+        else in place on the stored object (or directory marker)."""
         if node.unlinked:
             return
-        if node.entry is not None:
+        if node.entry is not None and (node.entry.dirty or not node.stored):
             node.entry.touch()
             if node.opens == 0:
                 await self._upload(node)
             return
         if node.is_dir:
-            await self._put_marker(node.path, node.attrs)
+            node.etag = await self._put_marker(node.path, node)
             node.stored = True
             return
         if node.stored:
-            headers = self._headers(node)
-            res = await self.store.copy_in_place(self.keys.file_key(node.path), headers)
-            node.etag = res.etag or node.etag
+            await self._copy_in_place(node, tagging_changed=tagging_changed)
+
+    async def _load_acl_tags(self, node: Node, *, acl: bool = True, tags: bool = True) -> None:
+        """ACL and tags are not in a HEAD answer: fetch them when they must be re-sent or
+        shown. Values set here and not stored yet win over what S3 holds."""
+        if node.is_dir or not node.stored:
+            return
+        key = self.keys.file_key(node.path)
+        if acl and not node.acl_loaded:
+            grants = xattrs.grants_from_acl(await self.store.get_acl(key))
+            if "acl" not in node.hdrs and not any(g in node.hdrs for g in xattrs.GRANTS):
+                node.hdrs.update(grants)
+            node.acl_loaded = True
+        if tags and not node.tags_loaded:
+            tagging = xattrs.tagging_from_tags(await self.store.get_tags(key))
+            if tagging and "tagging" not in node.hdrs:
+                node.hdrs["tagging"] = tagging
+            node.tags_loaded = True
+
+    def _metadata(self, node: Node) -> dict[str, str]:
+        md = dict(node.umeta)
+        if node.is_dir:
+            md.update(xattrs.dir_defaults_to_meta(node.hdrs))
+        md.update(meta.encode(node.attrs))
+        return md
+
+    async def _copy_in_place(self, node: Node, *, tagging_changed: bool = False) -> None:
+        """One CopyObject that re-sends every header the object has: storage class, SSE,
+        ACL grants (S3 does not copy ACLs), content headers, metadata, lock settings.
+        Tags are copied by S3 unless they are what changed."""
+        await self._load_acl_tags(node, tags=False)
+        values = {k: v for k, v in node.hdrs.items() if k != "tagging"}
+        params = xattrs.to_params(values)
+        params["Metadata"] = self._metadata(node)
+        params.setdefault("ContentType", meta.content_type_for(basename(node.path)))
+        if tagging_changed:
+            params["TaggingDirective"] = "REPLACE"
+            params["Tagging"] = node.hdrs.get("tagging", "")
+        res = await self.store.copy_in_place(self.keys.file_key(node.path), params)
+        node.etag = res.etag or node.etag
+        node.version_id = res.version_id or node.version_id
 
     # ================================================================ handlers: dirs
     @handler
@@ -483,9 +577,10 @@ class S3Fs(pyfuse3.Operations):
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None
 
-    async def _put_marker(self, path: str, attrs: Attrs) -> str:
-        headers = {"Metadata": meta.encode(attrs), "ContentType": meta.DIR_CONTENT_TYPE}
-        headers.update(self.cfg.put_headers)
+    async def _put_marker(self, path: str, node: Node) -> str:
+        headers = xattrs.to_params(self._mount_sse())
+        headers["Metadata"] = self._metadata(node)
+        headers["ContentType"] = meta.DIR_CONTENT_TYPE
         res = await self.store.put(
             self.keys.marker_key(path), b"", md5=EMPTY_MD5, size=0, headers=headers
         )
@@ -499,7 +594,7 @@ class S3Fs(pyfuse3.Operations):
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
         attrs = Attrs(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
-        etag = await self._put_marker(path, attrs)
+        etag = await self._put_marker(path, Node(0, path, attrs))
         node = self._install(path, attrs, stored=True, etag=etag, full=True)
         self.cache.added(parent.path, basename(path), Child(True))
         self.cache.put_listing(path, DirListing())
@@ -529,11 +624,37 @@ class S3Fs(pyfuse3.Operations):
         self._detach(node)
 
     # ================================================================ handlers: files
-    def _headers(self, node: Node) -> dict[str, Any]:
-        headers: dict[str, Any] = dict(self.cfg.put_headers)
-        headers["Metadata"] = meta.encode(node.attrs)
-        headers.setdefault("ContentType", meta.content_type_for(basename(node.path)))
-        return headers
+    def _mount_sse(self) -> dict[str, str]:
+        """Encryption chosen by mount options: applies to directory markers too."""
+        return {k: v for k, v in self.cfg.mount_defaults.items() if k.startswith("sse")}
+
+    async def _inherited(self, path: str) -> dict[str, str]:
+        """Header defaults for a file at path: mount options, then each ancestor
+        directory's xattrs, the nearest last (so it wins)."""
+        values = dict(self.cfg.mount_defaults)
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            anc = "/".join(parts[:i])
+            try:
+                node = await self._resolve(anc)
+            except pyfuse3.FUSEError:
+                continue  # an implicit directory that vanished: no defaults
+            values.update(node.hdrs)
+        return values
+
+    async def _upload_params(self, node: Node) -> dict[str, Any]:
+        """Every header of the PutObject for node: inherited defaults < the object's own
+        (as stored, or set here). ACL and tags of an overwritten object are kept."""
+        await self._load_acl_tags(node)
+        values = await self._inherited(node.path)
+        if "acl" in node.hdrs or any(g in node.hdrs for g in xattrs.GRANTS):
+            for k in ("acl", *xattrs.GRANTS):
+                values.pop(k, None)
+        values.update(node.hdrs)
+        params = xattrs.to_params(values)
+        params["Metadata"] = self._metadata(node)
+        params.setdefault("ContentType", meta.content_type_for(basename(node.path)))
+        return params
 
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = next(self._fhs)
@@ -639,10 +760,13 @@ class S3Fs(pyfuse3.Operations):
         if entry is None or node.unlinked or not entry.dirty:
             return
         entry.key = self.keys.file_key(node.path)
-        res = await self.spool.commit(entry, self._headers(node))
+        res = await self.spool.commit(entry, await self._upload_params(node))
         if res is None:
             return
         node.stored, node.etag, node.full = True, res.etag, True
+        node.version_id = res.version_id
+        node.md5 = entry.last_md5
+        node.last_modified_ns = meta.now_ns()
         node.attrs.size = entry.size
         node.fetched = time.monotonic()
         self.cache.added(
@@ -710,6 +834,117 @@ class S3Fs(pyfuse3.Operations):
         s.f_files = s.f_ffree = s.f_favail = 1 << 32
         s.f_namemax = 255
         return s
+
+    # ================================================================ handlers: xattrs
+    async def _xattr_node(self, inode: int) -> Node:
+        node = self._node(inode)
+        if not self._fresh(node):
+            node = await self._refresh(node)
+        return node
+
+    @handler
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        n = xattrs.parse_name(name)
+        self._writable()
+        if n.kind == "readonly":
+            raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
+        if inode == pyfuse3.ROOT_INODE:
+            raise xattrs.XattrError(
+                errno.EOPNOTSUPP,
+                "the mount root has no object to hold attributes; use mount options "
+                "(-o storage_class=...,sse=...,acl=...) for defaults of the whole mount",
+            )
+        node = await self._xattr_node(inode)
+        tagging_changed = False
+        if n.kind == "header":
+            v = xattrs.validate(n.short, value)
+            if self.cfg.sse_c and n.short.startswith("sse"):
+                raise xattrs.XattrError(
+                    errno.EINVAL,
+                    "this mount encrypts with SSE-C (sse_c_key_file); "
+                    f"user.s3.{n.short} cannot be combined with it",
+                )
+            await self._load_acl_tags(node)
+            if n.short == "acl":
+                for g in xattrs.GRANTS:
+                    node.hdrs.pop(g, None)  # S3 takes a canned ACL or grants, not both
+            elif n.short in xattrs.GRANTS:
+                node.hdrs.pop("acl", None)
+            node.hdrs[n.short] = v
+            tagging_changed = n.short == "tagging"
+        else:
+            v = xattrs.validate_meta_value(n.short, value)
+            umeta = {**node.umeta, n.short: v}
+            xattrs.check_meta_size({**umeta, **meta.encode(node.attrs)})
+            node.umeta = umeta
+        log.info("%s: set %s", node.path, name.decode(errors="replace"))
+        await self._store_meta(node, tagging_changed=tagging_changed)
+
+    @handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        try:
+            n = xattrs.parse_name(name)
+        except xattrs.XattrError:
+            raise fuse_error(pyfuse3.ENOATTR) from None  # security.*, system.*: none here
+        node = await self._xattr_node(inode)
+        value: str | None
+        if n.kind == "header":
+            if n.short in ("acl", "tagging", *xattrs.GRANTS):
+                await self._load_acl_tags(node, acl=n.short != "tagging", tags=n.short == "tagging")
+            value = node.hdrs.get(n.short)
+            if value is None and n.short == "storage_class" and node.stored and not node.is_dir:
+                value = "STANDARD"  # S3 omits the header for STANDARD
+        elif n.kind == "readonly":
+            value = self._readonly_xattr(node, n.short)
+        else:
+            value = node.umeta.get(n.short)
+        if value is None:
+            raise fuse_error(pyfuse3.ENOATTR)
+        return value.encode()
+
+    def _readonly_xattr(self, node: Node, short: str) -> str | None:
+        if not node.stored or (node.entry is not None and node.entry.dirty):
+            return None  # nothing stored yet (or the stored object is about to change)
+        if short == "etag":
+            return node.etag or None
+        if short == "version_id":
+            return node.version_id
+        if short == "md5":
+            return node.md5
+        if short == "last_modified" and node.last_modified_ns:
+            return time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.last_modified_ns // 1_000_000_000)
+            )
+        return None
+
+    @handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        node = await self._xattr_node(inode)
+        if inode == pyfuse3.ROOT_INODE:
+            return []
+        await self._load_acl_tags(node)
+        names = [xattrs.PREFIX + k for k in node.hdrs]
+        names += [
+            xattrs.PREFIX + k for k in xattrs.READ_ONLY if self._readonly_xattr(node, k) is not None
+        ]
+        names += [xattrs.USER + k for k in node.umeta]
+        return [n.encode() for n in names]
+
+    @handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        n = xattrs.parse_name(name)
+        self._writable()
+        if n.kind == "readonly":
+            raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
+        node = await self._xattr_node(inode)
+        await self._load_acl_tags(node)
+        store = node.hdrs if n.kind == "header" else node.umeta
+        if n.short not in store:
+            raise fuse_error(pyfuse3.ENOATTR)
+        del store[n.short]
+        await self._store_meta(node, tagging_changed=n.short == "tagging")
 
     # ================================================================ shutdown
     async def upload_pending(self) -> int:

@@ -68,6 +68,7 @@ class SpoolEntry:
     lock: trio.Lock = field(default_factory=trio.Lock)
     _md5: Any = field(default_factory=hashlib.md5)
     _hashed: int = 0  # bytes [0, _hashed) are in _md5; -1 when the hash is invalid
+    last_md5: str | None = None  # hex MD5 of the last acknowledged upload
 
     @property
     def data_path(self) -> str:
@@ -232,6 +233,7 @@ class Spool:
                 raise
             self.failed.pop(entry.key, None)
             entry.uploaded_gen = gen
+            entry.last_md5 = md5.hex()
             if not entry.dirty:
                 entry.set_state(CLEAN)
             log.debug(

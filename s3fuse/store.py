@@ -41,6 +41,7 @@ class StoreConfig:
     read_timeout: float = 60.0
     upload_threads: int = 8
     meta_threads: int = 16
+    sse_c_key: bytes | None = field(default=None, repr=False)  # never logged
 
 
 @dataclass
@@ -124,6 +125,16 @@ class Store:
             ),
         )
         self._client.meta.events.register("after-call.s3", self._after_call)
+        # SSE-C: every request that touches object data carries the customer key;
+        # botocore adds its MD5 and base64-encodes it.
+        self._ssec: dict[str, Any] = {}
+        self._ssec_copy: dict[str, Any] = {}
+        if cfg.sse_c_key:
+            self._ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": cfg.sse_c_key}
+            self._ssec_copy = {
+                "CopySourceSSECustomerAlgorithm": "AES256",
+                "CopySourceSSECustomerKey": cfg.sse_c_key,
+            }
         self.upload_limiter = trio.CapacityLimiter(cfg.upload_threads)
         self.meta_limiter = trio.CapacityLimiter(cfg.meta_threads)
 
@@ -197,7 +208,7 @@ class Store:
     async def head(self, key: str) -> ObjectInfo | None:
         def do() -> ObjectInfo | None:
             try:
-                r = self._client.head_object(Bucket=self.bucket, Key=key)
+                r = self._client.head_object(Bucket=self.bucket, Key=key, **self._ssec)
             except botocore.exceptions.ClientError as e:
                 code = str(e.response.get("Error", {}).get("Code", ""))
                 if code in ("404", "NoSuchKey", "NotFound"):
@@ -276,7 +287,7 @@ class Store:
         """Whole object into an open file; returns the byte count."""
 
         def do() -> int:
-            r = self._client.get_object(Bucket=self.bucket, Key=key)
+            r = self._client.get_object(Bucket=self.bucket, Key=key, **self._ssec)
             n = 0
             for chunk in r["Body"].iter_chunks(1 << 20):
                 fileobj.write(chunk)
@@ -309,15 +320,12 @@ class Store:
                 ContentLength=size,
                 ContentMD5=content_md5,
                 **headers,
+                **self._ssec,
             )
             self.stats.add_bytes(up=size)
             etag = strip_etag(r.get("ETag"))
             sse = str(r.get("ServerSideEncryption", ""))
-            md5_etag = (
-                "-" not in etag
-                and not sse.startswith("aws:kms")
-                and "SSECustomerAlgorithm" not in r
-            )
+            md5_etag = "-" not in etag and not sse.startswith("aws:kms") and not self._ssec
             if verify_etag and md5_etag and etag and etag != md5.hex():
                 raise StoreError(
                     "ChecksumMismatch",
@@ -330,7 +338,8 @@ class Store:
         return await self._run(self.upload_limiter, "PutObject", key, do)
 
     async def copy_in_place(self, key: str, headers: dict[str, Any]) -> PutResult:
-        """CopyObject onto itself with MetadataDirective REPLACE (headers re-sent)."""
+        """CopyObject onto itself with MetadataDirective REPLACE: every header in
+        ``headers`` is re-sent (S3 copies neither ACLs nor, with REPLACE, metadata)."""
 
         def do() -> PutResult:
             r = self._client.copy_object(
@@ -339,11 +348,27 @@ class Store:
                 CopySource={"Bucket": self.bucket, "Key": key},
                 MetadataDirective="REPLACE",
                 **headers,
+                **self._ssec,
+                **self._ssec_copy,
             )
             res = r.get("CopyObjectResult", {})
             return PutResult(etag=strip_etag(res.get("ETag")), version_id=r.get("VersionId"))
 
         return await self._run(self.upload_limiter, "CopyObject", key, do)
+
+    async def get_acl(self, key: str) -> dict[str, Any]:
+        def do() -> dict[str, Any]:
+            r = self._client.get_object_acl(Bucket=self.bucket, Key=key)
+            return {"Owner": r.get("Owner", {}), "Grants": r.get("Grants", [])}
+
+        return await self._run(self.meta_limiter, "GetObjectAcl", key, do)
+
+    async def get_tags(self, key: str) -> list[dict[str, str]]:
+        def do() -> list[dict[str, str]]:
+            r = self._client.get_object_tagging(Bucket=self.bucket, Key=key)
+            return list(r.get("TagSet", []))
+
+        return await self._run(self.meta_limiter, "GetObjectTagging", key, do)
 
     async def delete(self, key: str) -> None:
         await self._run(
