@@ -642,19 +642,17 @@ class S3Fs(pyfuse3.Operations):
             values.update(node.hdrs)
         return values
 
-    async def _upload_params(self, node: Node) -> dict[str, Any]:
-        """Every header of the PutObject for node: inherited defaults < the object's own
-        (as stored, or set here). ACL and tags of an overwritten object are kept."""
+    async def _upload_values(self, node: Node) -> dict[str, str]:
+        """Every header xattr of the PutObject for node: inherited defaults < the object's
+        own (as stored, or set here). ACL and tags of an overwritten object are kept."""
         await self._load_acl_tags(node)
         values = await self._inherited(node.path)
         if "acl" in node.hdrs or any(g in node.hdrs for g in xattrs.GRANTS):
             for k in ("acl", *xattrs.GRANTS):
                 values.pop(k, None)
         values.update(node.hdrs)
-        params = xattrs.to_params(values)
-        params["Metadata"] = self._metadata(node)
-        params.setdefault("ContentType", meta.content_type_for(basename(node.path)))
-        return params
+        values.setdefault("content_type", meta.content_type_for(basename(node.path)))
+        return values
 
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = next(self._fhs)
@@ -760,9 +758,14 @@ class S3Fs(pyfuse3.Operations):
         if entry is None or node.unlinked or not entry.dirty:
             return
         entry.key = self.keys.file_key(node.path)
-        res = await self.spool.commit(entry, await self._upload_params(node))
+        values = await self._upload_values(node)
+        params = xattrs.to_params(values)
+        params["Metadata"] = self._metadata(node)
+        res = await self.spool.commit(entry, params)
         if res is None:
             return
+        node.hdrs = values  # what S3 now holds
+        node.acl_loaded = node.tags_loaded = True
         node.stored, node.etag, node.full = True, res.etag, True
         node.version_id = res.version_id
         node.md5 = entry.last_md5

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -50,6 +51,12 @@ def _md5_of_file(path: str) -> bytes:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.digest()
+
+
+def _json_default(o: object) -> str:
+    if isinstance(o, datetime):
+        return o.isoformat()  # botocore takes ISO-8601 strings for timestamp parameters
+    raise TypeError(f"cannot journal {type(o).__name__}")
 
 
 @dataclass
@@ -136,7 +143,7 @@ class SpoolEntry:
         tmp = self.journal_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+            json.dump(record, f, default=_json_default)
         os.replace(tmp, self.journal_path)
 
     def close(self) -> None:

@@ -275,7 +275,7 @@ class Store:
 
         def do() -> bytes:
             r = self._client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._ssec
             )
             data: bytes = r["Body"].read()
             self.stats.add_bytes(down=len(data))

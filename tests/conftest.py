@@ -81,7 +81,7 @@ class Mount:
         self.log = root / "s3fuse.log"
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.path.mkdir(exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 60.0) -> Mount:
         cmd = [

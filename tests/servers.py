@@ -96,8 +96,8 @@ class RecordingProxy:
     """A reverse proxy that records every request and can alter traffic.
 
     ``fault`` is called with each request record before it is forwarded; it may return
-    None (forward), an int (answer that HTTP status with an S3 error body, do not forward)
-    or "drop" (close the connection without answering).
+    None (forward), an int or (int, code) (answer that HTTP status with an S3 error body,
+    do not forward) or "drop" (close the connection without answering).
     """
 
     upstream: str
@@ -132,13 +132,15 @@ class RecordingProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if isinstance(action, int):
-                    rec.status = action
+                if isinstance(action, int | tuple):
+                    status, code = action if isinstance(action, tuple) else (action, "")
+                    code = code or ("InternalError" if status >= 500 else "AccessDenied")
+                    rec.status = status
                     err = (
-                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError"
-                        b"</Code><Message>injected</Message></Error>"
-                    )
-                    self.send_response(action)
+                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                        "<Message>injected by the test proxy</Message></Error>"
+                    ).encode()
+                    self.send_response(status)
                     self.send_header("Content-Length", str(len(err)))
                     self.send_header("Content-Type", "application/xml")
                     self.end_headers()
