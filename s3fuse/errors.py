@@ -49,6 +49,14 @@ def errno_for(code: str) -> int:
     return S3_ERRNO.get(code, errno.EIO)
 
 
+class FsError(Exception):
+    """A refusal the file system reports as an errno, with a message for the log."""
+
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = err
+
+
 class StoreError(Exception):
     """A failed S3 request. ``code`` is S3's error code, or one of ours:
     EndpointUnreachable, NoCredentials, ChecksumMismatch."""

@@ -21,12 +21,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from . import meta, xattrs
+from . import bulk, meta, xattrs
 from .cache import Caches, Child, DirListing
-from .errors import StoreError, hint_for
-from .keys import KeyMap, NameError_, basename, decode_name, join, listable_name, parent_of
+from .errors import FsError, StoreError, hint_for
+from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
-from .spool import Spool, SpoolEntry, SpoolError
+from .spool import Spool, SpoolEntry
 from .store import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,8 @@ def handler(
             level = logging.DEBUG if e.errno == errno.ENOENT else logging.ERROR
             log.log(level, "%s: %s%s", fn.__name__, e, hint_for(e.code))
             raise pyfuse3.FUSEError(e.errno) from None
-        except xattrs.XattrError as e:
+        except FsError as e:
             log.warning("%s: %s", fn.__name__, e)
-            raise pyfuse3.FUSEError(e.errno) from None
-        except (NameError_, SpoolError) as e:
-            log.info("%s: %s", fn.__name__, e)
             raise pyfuse3.FUSEError(e.errno) from None
         except OSError as e:
             log.error("%s: local I/O error: %s", fn.__name__, e)
@@ -108,10 +105,15 @@ class Node:
     version_id: str | None = None
     md5: str | None = None
     last_modified_ns: int = 0
+    target: bytes | None = None  # symlink target, once known
 
     @property
     def is_dir(self) -> bool:
         return self.attrs.is_dir
+
+    @property
+    def is_link(self) -> bool:
+        return self.attrs.is_link
 
     @property
     def size(self) -> int:
@@ -201,7 +203,8 @@ class S3Fs(pyfuse3.Operations):
         """The node for path, created or updated with what we just learned."""
         ino = self.by_path.get(path)
         node = self.nodes.get(ino) if ino is not None else None
-        if node is not None and node.is_dir != attrs.is_dir:
+        if node is not None and stat.S_IFMT(node.attrs.mode) != stat.S_IFMT(attrs.mode):
+            # a new inode: the kernel refuses an inode whose type changes
             self._detach(node)
             node = None
         if node is None:
@@ -608,18 +611,9 @@ class S3Fs(pyfuse3.Operations):
         node = await self._resolve(path)
         if not node.is_dir:
             raise fuse_error(errno.ENOTDIR)
-        marker = self.keys.marker_key(path)
-        prefix = path + "/"
-        if any(
-            p.startswith(prefix) and self.nodes[i].entry is not None
-            for p, i in self.by_path.items()
-        ):
-            raise fuse_error(errno.ENOTEMPTY)
-        keys = await self.store.has_children(marker)
-        if any(k != marker for k in keys):
-            raise fuse_error(errno.ENOTEMPTY)
-        if marker in keys:
-            await self.store.delete(marker)
+        await self._check_empty(path)
+        if node.stored:
+            await self.store.delete(self.keys.marker_key(path))
         self.cache.removed(parent.path, basename(path))
         self._detach(node)
 
@@ -690,6 +684,10 @@ class S3Fs(pyfuse3.Operations):
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
         key = self.keys.file_key(path)
+        if flags & os.O_EXCL and await self.store.head(key) is not None:
+            # the kernel's lookup may have been answered from a cached listing: with
+            # O_EXCL, S3 itself decides
+            raise fuse_error(errno.EEXIST)
         old = self.by_path.get(path)
         if old is not None:
             self._detach(self.nodes[old])
@@ -819,6 +817,9 @@ class S3Fs(pyfuse3.Operations):
         node = await self._resolve(path)
         if node.is_dir:
             raise fuse_error(errno.EISDIR)
+        if node.opens > 0 and not node.is_link:
+            # POSIX: open descriptors keep the file's content after unlink
+            await self._spool_entry(node, keep_content=True)
         if node.stored:
             await self.store.delete(self.keys.file_key(path))
         node.unlinked = True
@@ -827,6 +828,167 @@ class S3Fs(pyfuse3.Operations):
             node.entry.set_state("clean")  # nothing of it is to be uploaded any more
         self.cache.removed(parent.path, basename(path))
         self._detach(node)
+
+    # ================================================================ handlers: links, rename
+    @handler
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        """Stored the s3fs-fuse way: the object's body is the target, its mode S_IFLNK."""
+        self._writable()
+        parent = self._node(parent_inode)
+        path = self._child_path(parent, name)
+        key = self.keys.file_key(path)
+        attrs = Attrs(stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, meta.now_ns(), len(target))
+        node = Node(0, path, attrs)
+        params = xattrs.to_params(await self._inherited(path))
+        params["Metadata"] = self._metadata(node)
+        params["ContentType"] = meta.DEFAULT_CONTENT_TYPE
+        res = await self.store.put(
+            key, target, md5=hashlib.md5(target).digest(), size=len(target), headers=params
+        )
+        node = self._install(path, attrs, stored=True, etag=res.etag, full=True)
+        node.target = target
+        self.cache.added(parent.path, basename(path), Child(False, len(target), res.etag))
+        return self._reply(node)
+
+    @handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if not node.is_link:
+            raise fuse_error(errno.EINVAL)
+        if node.target is None:
+            size = max(node.attrs.size, 1)
+            node.target = await self.store.get_range(self.keys.file_key(node.path), 0, size)
+        return node.target
+
+    @handler
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise FsError(errno.EPERM, "hard links are not supported on S3 (use ln -s)")
+
+    @handler
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise FsError(
+            errno.EPERM, "only regular files, directories and symlinks can be stored on S3"
+        )
+
+    @handler
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self._writable()
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise fuse_error(errno.EINVAL)  # S3 cannot swap two keys atomically
+        old_parent = self._node(parent_inode_old)
+        new_parent = self._node(parent_inode_new)
+        old_path = self._child_path(old_parent, name_old)
+        new_path = self._child_path(new_parent, name_new)
+        node = await self._resolve(old_path)
+        if old_path == new_path:
+            return
+        if node.is_dir and (new_path + "/").startswith(old_path + "/"):
+            raise fuse_error(errno.EINVAL)  # into itself
+        self.keys.check_len(
+            self.keys.marker_key(new_path) if node.is_dir else self.keys.file_key(new_path)
+        )
+        try:
+            target: Node | None = await self._resolve(new_path)
+        except pyfuse3.FUSEError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            target = None
+        if target is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise fuse_error(errno.EEXIST)
+            if node.is_dir and not target.is_dir:
+                raise fuse_error(errno.ENOTDIR)
+            if target.is_dir and not node.is_dir:
+                raise fuse_error(errno.EISDIR)
+            if target.is_dir:
+                await self._check_empty(target.path)
+        if node.is_dir:
+            await bulk.move_prefix(
+                self.store, self.keys.dir_prefix(old_path), self.keys.dir_prefix(new_path)
+            )
+        else:
+            await self._move_file(node, new_path)
+        if target is not None:
+            if target.is_dir:
+                marker = self.keys.marker_key(target.path)
+                if target.stored:
+                    await self.store.delete(marker)
+            target.unlinked = True  # its key now holds the renamed file
+            target.stored = False
+            if target.entry is not None and target.entry.state != "clean":
+                target.entry.set_state("clean")  # never to be uploaded over it
+            self._detach(target)
+        self._repath(node, old_path, new_path)
+        self.cache.removed(old_parent.path, basename(old_path))
+        self.cache.negative.pop(new_path, None)
+        self.cache.added(
+            new_parent.path, basename(new_path), Child(node.is_dir, node.size, node.etag)
+        )
+
+    async def _move_file(self, node: Node, new_path: str) -> None:
+        """Copy (every header re-sent) then delete. A file whose upload is pending and
+        that S3 does not hold yet just gets a new key: nothing to copy."""
+        old_key = self.keys.file_key(node.path)
+        new_key = self.keys.file_key(new_path)
+        if node.stored:
+            await self._load_acl_tags(node, tags=False)
+            values = dict(node.hdrs)
+            if self.cfg.sse_c:
+                values = {k: v for k, v in values.items() if not k.startswith("sse")}
+            params = bulk.copy_params(
+                values, self._metadata(node), meta.content_type_for(basename(node.path))
+            )
+            res = await self.store.copy(old_key, new_key, params)
+            await self.store.delete(old_key)
+            node.etag = res.etag or node.etag
+        if node.entry is not None:
+            node.entry.key = new_key
+            if node.entry.state != "clean":
+                node.entry.set_state(node.entry.state)  # the journal names the new key
+
+    def _repath(self, node: Node, old_path: str, new_path: str) -> None:
+        """Move node (and, for a directory, everything known below it) to new_path."""
+        moved = [
+            (p, i) for p, i in self.by_path.items() if p == old_path or p.startswith(old_path + "/")
+        ]
+        for p, _ in moved:
+            del self.by_path[p]
+        for p, i in moved:
+            n = self.nodes[i]
+            n.path = new_path + p[len(old_path) :]
+            self.by_path[n.path] = i
+            if n.entry is not None:
+                n.entry.key = self.keys.file_key(n.path)
+                if n.entry.state != "clean":
+                    n.entry.set_state(n.entry.state)
+            self.cache.forget_dir(p)
+        node.fetched = time.monotonic()
+
+    async def _check_empty(self, path: str) -> None:
+        marker = self.keys.marker_key(path)
+        prefix = path + "/"
+        if any(
+            p.startswith(prefix) and self.nodes[i].entry is not None and not self.nodes[i].unlinked
+            for p, i in self.by_path.items()
+        ):
+            raise fuse_error(errno.ENOTEMPTY)
+        keys = await self.store.has_children(marker)
+        if any(k != marker for k in keys):
+            raise fuse_error(errno.ENOTEMPTY)
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

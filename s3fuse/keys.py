@@ -14,16 +14,14 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from .errors import FsError
+
 MAX_KEY_BYTES = 1024  # S3's limit on a key, prefix included
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX
 
 
-class NameError_(Exception):
+class NameError_(FsError):
     """A name that cannot become (part of) an S3 key; carries the errno to report."""
-
-    def __init__(self, err: int, reason: str) -> None:
-        super().__init__(reason)
-        self.errno = err
 
 
 def normalize_prefix(prefix: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from .errors import StoreError
+from .errors import FsError, StoreError
 from .store import PutResult, Store
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,8 @@ CLOSING = "closing"
 CLEAN = "clean"
 
 
-class SpoolError(Exception):
-    def __init__(self, err: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = err
+class SpoolError(FsError):
+    """The local spool cannot take the data (full, unwritable, in use)."""
 
 
 def _md5_of_file(path: str) -> bytes:

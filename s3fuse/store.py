@@ -337,15 +337,16 @@ class Store:
 
         return await self._run(self.upload_limiter, "PutObject", key, do)
 
-    async def copy_in_place(self, key: str, headers: dict[str, Any]) -> PutResult:
-        """CopyObject onto itself with MetadataDirective REPLACE: every header in
-        ``headers`` is re-sent (S3 copies neither ACLs nor, with REPLACE, metadata)."""
+    async def copy(self, src: str, dst: str, headers: dict[str, Any]) -> PutResult:
+        """CopyObject src -> dst with MetadataDirective REPLACE: every header in
+        ``headers`` is re-sent (S3 copies neither ACLs nor, with REPLACE, metadata; it
+        copies tags unless TaggingDirective says REPLACE). Objects up to 5 GiB."""
 
         def do() -> PutResult:
             r = self._client.copy_object(
                 Bucket=self.bucket,
-                Key=key,
-                CopySource={"Bucket": self.bucket, "Key": key},
+                Key=dst,
+                CopySource={"Bucket": self.bucket, "Key": src},
                 MetadataDirective="REPLACE",
                 **headers,
                 **self._ssec,
@@ -354,7 +355,32 @@ class Store:
             res = r.get("CopyObjectResult", {})
             return PutResult(etag=strip_etag(res.get("ETag")), version_id=r.get("VersionId"))
 
-        return await self._run(self.upload_limiter, "CopyObject", key, do)
+        return await self._run(self.upload_limiter, "CopyObject", dst, do)
+
+    async def copy_in_place(self, key: str, headers: dict[str, Any]) -> PutResult:
+        return await self.copy(key, key, headers)
+
+    async def list_all(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under prefix, recursively (all pages)."""
+
+        def do() -> list[ObjectInfo]:
+            out: list[ObjectInfo] = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                out.extend(
+                    ObjectInfo(
+                        key=o["Key"],
+                        size=int(o.get("Size", 0)),
+                        etag=strip_etag(o.get("ETag")),
+                        last_modified_ns=_ns(o.get("LastModified")),
+                    )
+                    for o in page.get("Contents", [])
+                )
+            return out
+
+        return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
 
     async def get_acl(self, key: str) -> dict[str, Any]:
         def do() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from .errors import FsError
 from .meta import OWN_META
 
 PREFIX = "user.s3."
@@ -36,10 +37,8 @@ GRANTS = ("grant_read", "grant_read_acp", "grant_write_acp", "grant_full_control
 READ_ONLY = ("etag", "version_id", "last_modified", "md5")
 
 
-class XattrError(Exception):
-    def __init__(self, err: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = err
+class XattrError(FsError):
+    """A bad xattr name or value."""
 
 
 @dataclass(frozen=True)
