@@ -450,6 +450,8 @@ class S3Fs(pyfuse3.Operations):
             a.size = attr.st_size
             if not fields.update_mtime:
                 a.mtime_ns = meta.now_ns()
+            if node.opens == 0:
+                await self._upload(node)  # truncate(2) on a path: no close() will follow
         elif changed_meta:
             await self._store_meta(node)
         return self._entry_attrs(node)
