@@ -89,6 +89,9 @@ class MountConfig:
     sse_bucket_key: str | None = None
     acl: str | None = None
     sse_c_key_file: str | None = None  # SSE-C: a 0600 file with the 256-bit key
+    conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
+    multipart_threshold: int = 64 << 20  # bytes; files this large use multipart upload
+    part_size: int = 16 << 20
     ready_fd: int | None = None  # internal: the background parent's pipe
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -129,6 +132,12 @@ class MountConfig:
             raise ConfigError(
                 f"endpoint_url must start with http:// or https://: {self.endpoint_url!r}"
             )
+        if self.conflict not in ("off", "detect"):
+            raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
+        if self.part_size < 5 << 20:
+            raise ConfigError("part_size must be at least 5242880 (5 MiB, S3's minimum)")
+        if self.multipart_threshold < self.part_size:
+            raise ConfigError("multipart_threshold must be at least part_size")
         self.header_defaults()
         if self.sse_c_key_file and (self.sse or self.sse_kms_key_id):
             raise ConfigError("sse_c_key_file cannot be combined with sse/sse_kms_key_id")

@@ -151,7 +151,13 @@ class Daemon:
     def __init__(self, cfg: MountConfig) -> None:
         self.cfg = cfg
         self.store = Store(store_config(cfg))
-        self.spool = Spool(cfg.spool_path(), self.store)
+        self.spool = Spool(
+            cfg.spool_path(),
+            self.store,
+            multipart_threshold=cfg.multipart_threshold,
+            part_size=cfg.part_size,
+            part_concurrency=max(1, min(cfg.upload_threads, 4)),
+        )
         defaults = Defaults(
             uid=cfg.uid if cfg.uid is not None else os.getuid(),
             gid=cfg.gid if cfg.gid is not None else os.getgid(),
@@ -163,6 +169,7 @@ class Daemon:
             FsConfig(
                 mount_defaults=cfg.header_defaults(),
                 sse_c=cfg.sse_c_key_file is not None,
+                conflict_detect=cfg.conflict == "detect",
                 defaults=defaults,
                 cache_ttl=cfg.cache_ttl,
                 kernel_ttl=cfg.kernel_ttl,

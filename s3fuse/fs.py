@@ -26,8 +26,8 @@ from .cache import Caches, Child, DirListing
 from .errors import FsError, StoreError, hint_for
 from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
-from .spool import Spool, SpoolEntry
-from .store import ObjectInfo, Store
+from .spool import CONFLICT, Spool, SpoolEntry
+from .store import ObjectInfo, PutResult, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class FsConfig:
     read_only: bool = False
     mount_defaults: dict[str, str] = field(default_factory=dict)  # -o storage_class=... etc.
     sse_c: bool = False  # the mount encrypts with a customer key (SSE-C)
+    conflict_detect: bool = False  # conditional writes (-o conflict=detect)
 
 
 @dataclass(eq=False)
@@ -669,6 +670,7 @@ class S3Fs(pyfuse3.Operations):
         async with node.lock:
             if node.entry is None:
                 entry = self.spool.new(self.keys.file_key(node.path))
+                entry.base_etag = node.etag if node.stored else None
                 try:
                     if keep_content and node.stored and node.attrs.size > 0:
                         await self.spool.fill(entry, entry.key)
@@ -761,7 +763,7 @@ class S3Fs(pyfuse3.Operations):
         values = await self._upload_values(node)
         params = xattrs.to_params(values)
         params["Metadata"] = self._metadata(node)
-        res = await self.spool.commit(entry, params)
+        res = await self._commit(node, entry, params)
         if res is None:
             return
         node.hdrs = values  # what S3 now holds
@@ -780,6 +782,48 @@ class S3Fs(pyfuse3.Operations):
         if node.opens == 0 and not entry.dirty:
             entry.close()  # nobody has it open and S3 has it: free the spool space
             node.entry = None
+
+    async def _commit(
+        self, node: Node, entry: SpoolEntry, params: dict[str, Any]
+    ) -> PutResult | None:
+        """spool.commit, with conflict detection when the mount asks for it: a new file
+        is created with If-None-Match: *, a changed one replaces only the version it was
+        based on (If-Match)."""
+        if not self.cfg.conflict_detect:
+            return await self.spool.commit(entry, params)
+        base = entry.base_etag
+        conditions = {"IfNoneMatch": "*"} if base is None else {"IfMatch": f'"{base}"'}
+        try:
+            return await self.spool.commit(entry, params, conditions)
+        except StoreError as e:
+            if e.code not in CONFLICT:
+                raise
+            current = await self.store.head(entry.key)
+            if base is not None and current is not None and current.etag == base:
+                # Ceph RGW compares If-Match with the unquoted ETag (AWS takes both)
+                try:
+                    return await self.spool.commit(entry, params, {"IfMatch": base})
+                except StoreError as again:
+                    if again.code not in CONFLICT:
+                        raise
+                    current = await self.store.head(entry.key)
+            self._conflict(node, entry, base, current.etag if current else None)
+            raise AssertionError("unreachable") from None
+
+    def _conflict(self, node: Node, entry: SpoolEntry, base: str | None, now: str | None) -> None:
+        """Another writer changed the key: keep our bytes in recovered/, leave theirs."""
+        dest = self.spool.quarantine(entry.data_path, entry.key)
+        entry.set_state("clean")
+        entry.close()
+        node.entry = None
+        node.full = False
+        node.fetched = 0.0
+        log.error(
+            "conflict: %r was changed by another writer (ours was based on ETag %s, S3 now "
+            "has %s); S3 was not overwritten, the local version is in %s",
+            node.path, base or "(new file)", now or "(deleted)", dest,
+        )  # fmt: skip
+        raise FsError(errno.EEXIST if base is None else errno.ESTALE, "write conflict")
 
     @handler
     async def flush(self, fh: int) -> None:

@@ -34,6 +34,10 @@ from .store import PutResult, Store
 
 log = logging.getLogger(__name__)
 
+PUT_ATTEMPTS = 3
+CORRUPTION = ("BadDigest", "InvalidDigest", "ChecksumMismatch")
+CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
 OPEN = "open"
 CLOSING = "closing"
 CLEAN = "clean"
@@ -74,6 +78,10 @@ class SpoolEntry:
     _md5: Any = field(default_factory=hashlib.md5)
     _hashed: int = 0  # bytes [0, _hashed) are in _md5; -1 when the hash is invalid
     last_md5: str | None = None  # hex MD5 of the last acknowledged upload
+    base_etag: str | None = None  # ETag of the stored version this content started from
+
+    def hashed_md5(self) -> str | None:
+        return self._md5.hexdigest() if self._hashed == self.size else None
 
     @property
     def data_path(self) -> str:
@@ -131,13 +139,24 @@ class SpoolEntry:
         return await trio.to_thread.run_sync(_md5_of_file, self.data_path)
 
     # -------------------------------------------------------------- journal
-    def set_state(self, state: str, headers: dict[str, Any] | None = None) -> None:
+    def set_state(
+        self,
+        state: str,
+        headers: dict[str, Any] | None = None,
+        conditions: dict[str, str] | None = None,
+    ) -> None:
         self.state = state
         if state == CLEAN:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.journal_path)
             return
-        record = {"key": self.key, "state": state, "time": time.time(), "headers": headers or {}}
+        record = {
+            "key": self.key,
+            "state": state,
+            "time": time.time(),
+            "headers": headers or {},
+            "conditions": conditions or {},
+        }
         tmp = self.journal_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -154,9 +173,22 @@ class SpoolEntry:
 
 
 class Spool:
-    def __init__(self, directory: str, store: Store) -> None:
+    def __init__(
+        self,
+        directory: str,
+        store: Store,
+        *,
+        multipart_threshold: int = 64 << 20,
+        part_size: int = 16 << 20,
+        part_concurrency: int = 4,
+    ) -> None:
         self.dir = directory
         self.store = store
+        # S3 takes at most 5 GiB in one PutObject: larger files always go multipart
+        self.multipart_threshold = min(multipart_threshold, 5 << 30)
+        self.part_size = part_size
+        self.part_concurrency = part_concurrency
+        self.in_flight: dict[str, list[int]] = {}  # key -> [bytes sent, size], for status
         self._ids = itertools.count(1)
         self._lock_fd = -1
         self.failed: dict[str, str] = {}  # key -> last upload error, for status
@@ -212,39 +244,83 @@ class Spool:
         entry.reset_hash_from_file()
 
     # -------------------------------------------------------------- upload
-    async def commit(self, entry: SpoolEntry, headers: dict[str, Any]) -> PutResult | None:
+    async def commit(
+        self,
+        entry: SpoolEntry,
+        headers: dict[str, Any],
+        conditions: dict[str, str] | None = None,
+    ) -> PutResult | None:
         """Upload the entry if it changed since its last upload (idempotent per dirty
         generation). The journal says ``closing`` while S3 has not acknowledged it."""
         async with entry.lock:
             if not entry.dirty:
                 return None
             gen = entry.dirty_gen
-            entry.set_state(CLOSING, headers)
-            md5 = await entry.digest()
+            entry.set_state(CLOSING, headers, conditions)
+            md5 = await entry.digest() if entry.size < self.multipart_threshold else None
             try:
-                with open(entry.data_path, "rb") as body:
-                    res = await self.store.put(
-                        entry.key, body, md5=md5, size=entry.size, headers=headers
-                    )
+                res = await self.send(entry.key, entry.data_path, entry.size, headers,
+                                      conditions, md5=md5)  # fmt: skip
             except StoreError as e:
                 self.failed[entry.key] = f"{e.code}: {e.message}"
                 log.error(
                     "upload of %r failed (%s: %s); its data stays in the spool at %s",
-                    entry.key,
-                    e.code,
-                    e.message,
-                    entry.data_path,
-                )
+                    entry.key, e.code, e.message, entry.data_path,
+                )  # fmt: skip
                 raise
             self.failed.pop(entry.key, None)
             entry.uploaded_gen = gen
-            entry.last_md5 = md5.hex()
+            entry.base_etag = res.etag
+            entry.last_md5 = md5.hex() if md5 is not None else entry.hashed_md5()
             if not entry.dirty:
                 entry.set_state(CLEAN)
-            log.debug(
-                "stored %r (%d bytes, md5 %s, etag %s)", entry.key, entry.size, md5.hex(), res.etag
-            )
+            log.debug("stored %r (%d bytes, etag %s)", entry.key, entry.size, res.etag)
             return res
+
+    async def send(
+        self,
+        key: str,
+        path: str,
+        size: int,
+        headers: dict[str, Any],
+        conditions: dict[str, str] | None,
+        *,
+        md5: bytes | None = None,
+    ) -> PutResult:
+        """The bytes of a spool file to S3: one PutObject with Content-MD5 below the
+        multipart threshold, else a multipart upload with per-part MD5. Bytes that S3
+        rejects as corrupted (BadDigest) or stores with another MD5 are sent again from
+        the spool, a bounded number of times."""
+        progress = self.in_flight[key] = [0, size]
+        try:
+            if size >= self.multipart_threshold:
+                return await self.store.put_multipart(
+                    key, path, size=size, part_size=self.part_size, headers=headers,
+                    conditions=conditions, concurrency=self.part_concurrency,
+                    on_progress=lambda n: progress.__setitem__(0, progress[0] + n),
+                )  # fmt: skip
+            if md5 is None:
+                md5 = await trio.to_thread.run_sync(_md5_of_file, path)
+            for attempt in range(1, PUT_ATTEMPTS + 1):
+                try:
+                    with open(path, "rb") as body:
+                        res = await self.store.put(
+                            key, body, md5=md5, size=size,
+                            headers={**headers, **(conditions or {})},
+                        )  # fmt: skip
+                    progress[0] = size
+                    return res
+                except StoreError as e:
+                    if e.code not in CORRUPTION or attempt == PUT_ATTEMPTS:
+                        raise
+                    log.warning(
+                        "upload of %r was corrupted in transit (%s: %s); sending it again "
+                        "from the spool (attempt %d of %d)",
+                        key, e.code, e.message, attempt + 1, PUT_ATTEMPTS,
+                    )  # fmt: skip
+            raise AssertionError("unreachable")
+        finally:
+            self.in_flight.pop(key, None)
 
     # -------------------------------------------------------------- crash recovery
     async def recover(self) -> tuple[list[str], list[str]]:
@@ -270,14 +346,18 @@ class Spool:
                 record = {"key": f"unknown-{entry_id}", "state": OPEN}
             key = str(record.get("key", ""))
             if record.get("state") == CLOSING:
-                md5 = await trio.to_thread.run_sync(_md5_of_file, data)
                 size = os.path.getsize(data)
                 try:
-                    with open(data, "rb") as body:
-                        await self.store.put(
-                            key, body, md5=md5, size=size, headers=record.get("headers", {})
-                        )
+                    await self.send(key, data, size, record.get("headers", {}),
+                                    record.get("conditions") or None)  # fmt: skip
                 except StoreError as e:
+                    if e.code in CONFLICT:
+                        dest = self.quarantine(data, key)
+                        os.unlink(journal)
+                        moved.append(dest)
+                        log.error("recovery: %r was changed by another writer (%s); the "
+                                  "local version is in %s", key, e.code, dest)  # fmt: skip
+                        continue
                     log.error("recovery: upload of %r failed (%s); kept in %s", key, e.code, data)
                     self.failed[key] = f"{e.code}: {e.message}"
                     continue
@@ -286,9 +366,7 @@ class Spool:
                 uploaded.append(key)
                 log.warning("recovery: uploaded %r, whose close() had started before a crash", key)
             else:
-                dest = self._recovery_path(key)
-                os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
-                shutil.move(data, dest)
+                dest = self.quarantine(data, key)
                 os.unlink(journal)
                 moved.append(dest)
                 log.warning(
@@ -298,6 +376,13 @@ class Spool:
                     dest,
                 )
         return uploaded, moved
+
+    def quarantine(self, data_path: str, key: str) -> str:
+        """Move a spool file to recovered/ (never deleted); returns its new path."""
+        dest = self._recovery_path(key)
+        os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+        shutil.move(data_path, dest)
+        return dest
 
     def _recovery_path(self, key: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -9,6 +9,7 @@ Failures leave this module as ``StoreError`` only.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import threading
 from collections import Counter
@@ -26,6 +27,7 @@ from .errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
 
 
 @dataclass(frozen=True)
@@ -324,8 +326,7 @@ class Store:
             )
             self.stats.add_bytes(up=size)
             etag = strip_etag(r.get("ETag"))
-            sse = str(r.get("ServerSideEncryption", ""))
-            md5_etag = "-" not in etag and not sse.startswith("aws:kms") and not self._ssec
+            md5_etag = "-" not in etag and self._md5_etag_expected(r)
             if verify_etag and md5_etag and etag and etag != md5.hex():
                 raise StoreError(
                     "ChecksumMismatch",
@@ -336,6 +337,125 @@ class Store:
             return PutResult(etag=etag, version_id=r.get("VersionId"))
 
         return await self._run(self.upload_limiter, "PutObject", key, do)
+
+    def _md5_etag_expected(self, r: dict[str, Any]) -> bool:
+        sse = str(r.get("ServerSideEncryption", ""))
+        return not sse.startswith("aws:kms") and not self._ssec
+
+    async def put_multipart(
+        self,
+        key: str,
+        path: str,
+        *,
+        size: int,
+        part_size: int,
+        headers: dict[str, Any],
+        conditions: dict[str, str] | None = None,
+        concurrency: int = 4,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> PutResult:
+        """A multipart upload from a spool file: parts in parallel, each with its own
+        Content-MD5 (a part S3 rejects or stores wrongly is sent again, alone), completed
+        atomically; aborted when it fails or is cancelled, so no parts are left behind."""
+        part_size = max(part_size, 5 << 20, -(-size // 10_000))
+        ranges = [(n + 1, off, min(part_size, size - off))
+                  for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
+
+        def create() -> str:
+            r = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, **headers, **self._ssec
+            )
+            return str(r["UploadId"])
+
+        upload_id = await self._run(self.upload_limiter, "CreateMultipartUpload", key, create)
+        etags: dict[int, tuple[str, bytes]] = {}
+        errors: list[StoreError] = []
+        limit = trio.CapacityLimiter(max(1, concurrency))
+
+        def upload_part(num: int, off: int, length: int) -> tuple[str, bytes]:
+            with open(path, "rb") as f:
+                f.seek(off)
+                data = f.read(length)
+            md5 = hashlib.md5(data).digest()
+            for attempt in range(1, PART_ATTEMPTS + 1):
+                try:
+                    r = self._client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=num,
+                        Body=data, ContentLength=len(data),
+                        ContentMD5=base64.b64encode(md5).decode("ascii"), **self._ssec,
+                    )  # fmt: skip
+                except botocore.exceptions.ClientError as e:
+                    code = str(e.response.get("Error", {}).get("Code", ""))
+                    if code in ("BadDigest", "InvalidDigest") and attempt < PART_ATTEMPTS:
+                        log.warning("part %d of %r corrupted in transit (%s); sending it "
+                                    "again", num, key, code)  # fmt: skip
+                        continue
+                    raise
+                etag = strip_etag(r.get("ETag"))
+                if self._md5_etag_expected(r) and etag and etag != md5.hex():
+                    if attempt < PART_ATTEMPTS:
+                        log.warning("part %d of %r stored with ETag %s, expected %s; "
+                                    "sending it again", num, key, etag, md5.hex())  # fmt: skip
+                        continue
+                    raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != MD5 "
+                                     f"{md5.hex()}", op="UploadPart", key=key)  # fmt: skip
+                self.stats.add_bytes(up=len(data))
+                return etag, md5
+            raise AssertionError("unreachable")
+
+        async def one(num: int, off: int, length: int) -> None:
+            async with limit:
+                if errors:
+                    return
+                try:
+                    etags[num] = await self._run(
+                        self.upload_limiter, "UploadPart", key,
+                        lambda: upload_part(num, off, length),
+                    )  # fmt: skip
+                    if on_progress is not None:
+                        on_progress(length)
+                except StoreError as e:
+                    errors.append(e)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for num, off, length in ranges:
+                    nursery.start_soon(one, num, off, length)
+            if errors:
+                raise errors[0]
+            parts = [{"PartNumber": n, "ETag": f'"{etags[n][0]}"'} for n, _, _ in ranges]
+
+            def complete() -> PutResult:
+                r = self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts}, **(conditions or {}),
+                )  # fmt: skip
+                verifiable.append(self._md5_etag_expected(r))
+                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"))
+
+            verifiable: list[bool] = []
+            res = await self._run(self.upload_limiter, "CompleteMultipartUpload", key, complete)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._run(
+                        self.upload_limiter, "AbortMultipartUpload", key,
+                        lambda: self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id),
+                    )  # fmt: skip
+                except StoreError as e:
+                    log.error("could not abort multipart upload %s of %r: %s", upload_id, key, e)
+            raise
+        combined = hashlib.md5(b"".join(etags[n][1] for n, _, _ in ranges)).hexdigest()
+        expected = f"{combined}-{len(ranges)}"
+        if not res.etag:
+            # RGW answers CompleteMultipartUpload with an empty ETag: ask with HEAD
+            info = await self.head(key)
+            res.etag = info.etag if info else ""
+        if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
+            raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
+                             f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
+        return res
 
     async def copy(self, src: str, dst: str, headers: dict[str, Any]) -> PutResult:
         """CopyObject src -> dst with MetadataDirective REPLACE: every header in
