@@ -651,6 +651,49 @@ class S3Fs(pyfuse3.Operations):
         values.setdefault("content_type", meta.content_type_for(basename(node.path)))
         return values
 
+    async def _fill(self, node: Node, entry: SpoolEntry) -> None:
+        """Bring the stored object into the spool, checked against its MD5 ETag. When
+        another writer replaced it meanwhile, the new version is taken (the entry keeps
+        the ETag it was opened from, so conflict detection still sees the change)."""
+        try:
+            await self.spool.fill(entry, entry.key, self._md5_etag(node))
+        except StoreError as e:
+            if e.code != "ChecksumMismatch":
+                raise
+            info = await self.store.head(entry.key)
+            if info is None or info.etag == node.etag:
+                log.error("read of %r: %s; refusing corrupted bytes", node.path, e)
+                raise
+            await self._file_node(node.path, info)
+            entry.truncate(0)
+            await self.spool.fill(entry, entry.key, self._md5_etag(node))
+
+    async def _get(self, node: Node, start: int, end: int, *, whole: bool) -> bytes:
+        """A ranged GET; a whole object is checked against its MD5 ETag. A mismatch
+        because another writer replaced the object is not corruption: the node is
+        refreshed and the new object read."""
+        key = self.keys.file_key(node.path)
+        expect = self._md5_etag(node) if whole else None
+        try:
+            return await self.store.get_range(key, start, end, expect_md5=expect)
+        except StoreError as e:
+            if e.code != "ChecksumMismatch":
+                raise
+            info = await self.store.head(key)
+            if info is None or info.etag == node.etag:
+                log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
+                raise
+            await self._file_node(node.path, info)
+            return await self.store.get_range(key, start, min(end, info.size))
+
+    def _md5_etag(self, node: Node) -> str | None:
+        """The object's MD5 when its ETag is one (single PUT, no SSE-KMS/SSE-C)."""
+        etag = node.etag
+        if (len(etag) != 32 or self.cfg.sse_c
+                or node.hdrs.get("sse", "").startswith("aws:kms")):  # fmt: skip
+            return None
+        return etag if all(c in "0123456789abcdef" for c in etag) else None
+
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = next(self._fhs)
         self.handles[fh] = Handle(node, writable)
@@ -673,7 +716,7 @@ class S3Fs(pyfuse3.Operations):
                 entry.base_etag = node.etag if node.stored else None
                 try:
                     if keep_content and node.stored and node.attrs.size > 0:
-                        await self.spool.fill(entry, entry.key)
+                        await self._fill(node, entry)
                 except BaseException:
                     entry.close()
                     raise
@@ -735,7 +778,7 @@ class S3Fs(pyfuse3.Operations):
             # shrinks it again so a small random read stays a small GET.
             h.window = min(h.window * 2, MAX_READ_WINDOW) if off == h.next_off else MIN_READ_WINDOW
             end = min(total, off + max(size, h.window))
-            h.buf = await self.store.get_range(self.keys.file_key(node.path), off, end)
+            h.buf = await self._get(node, off, end, whole=off == 0 and end == total)
             h.buf_start = off
         start = off - h.buf_start
         data = h.buf[start : start + size]

@@ -30,12 +30,12 @@ from typing import Any
 import trio
 
 from .errors import FsError, StoreError
-from .store import PutResult, Store
+from .store import CORRUPTED, PutResult, Store
 
 log = logging.getLogger(__name__)
 
 PUT_ATTEMPTS = 3
-CORRUPTION = ("BadDigest", "InvalidDigest", "ChecksumMismatch")
+CORRUPTION = (*CORRUPTED, "ChecksumMismatch")
 CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 OPEN = "open"
@@ -234,11 +234,11 @@ class Spool:
             raise SpoolError(e.errno or errno.EIO, f"cannot write spool journal: {e}") from e
         return entry
 
-    async def fill(self, entry: SpoolEntry, key: str) -> None:
+    async def fill(self, entry: SpoolEntry, key: str, expect_md5: str | None = None) -> None:
         """Copy the stored object into a fresh spool file (before a partial overwrite)."""
         with os.fdopen(os.dup(entry.fd), "r+b") as f:
             f.seek(0)
-            n = await self.store.download(key, f)
+            n = await self.store.download(key, f, expect_md5=expect_md5)
             f.flush()
         entry.size = n
         entry.reset_hash_from_file()

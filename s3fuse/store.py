@@ -28,6 +28,9 @@ from .errors import StoreError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
+# what servers answer to a body that changed in transit: Content-MD5 (BadDigest) or, over
+# plain http where the SigV4 signature covers the payload's SHA-256, the signature check
+CORRUPTED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 
 @dataclass(frozen=True)
@@ -272,10 +275,14 @@ class Store:
 
         return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
 
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of an object."""
+    async def get_range(
+        self, key: str, start: int, end: int, *, expect_md5: str | None = None
+    ) -> bytes:
+        """Bytes [start, end) of an object. With expect_md5 (a GET of a whole object whose
+        ETag is its MD5) the bytes are checked: a corrupted answer is fetched once more,
+        then refused (ChecksumMismatch), never handed on."""
 
-        def do() -> bytes:
+        def fetch() -> bytes:
             r = self._client.get_object(
                 Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._ssec
             )
@@ -283,18 +290,38 @@ class Store:
             self.stats.add_bytes(down=len(data))
             return data
 
+        def do() -> bytes:
+            data = fetch()
+            if expect_md5 is None or hashlib.md5(data).hexdigest() == expect_md5:
+                return data
+            log.warning("GET of %r returned bytes whose MD5 is not the ETag %s; fetching "
+                        "again", key, expect_md5)  # fmt: skip
+            data = fetch()
+            if hashlib.md5(data).hexdigest() != expect_md5:
+                raise StoreError("ChecksumMismatch", f"the bytes S3 returned do not match "
+                                 f"ETag {expect_md5} (corrupted in transit?)", op="GetObject",
+                                 key=key)  # fmt: skip
+            return data
+
         return await self._run(self.upload_limiter, "GetObject", key, do)
 
-    async def download(self, key: str, fileobj: BinaryIO) -> int:
-        """Whole object into an open file; returns the byte count."""
+    async def download(self, key: str, fileobj: BinaryIO, *, expect_md5: str | None = None) -> int:
+        """Whole object into an open file; returns the byte count. With expect_md5 the
+        bytes are checked (ChecksumMismatch when they differ; the caller discards them)."""
 
         def do() -> int:
             r = self._client.get_object(Bucket=self.bucket, Key=key, **self._ssec)
             n = 0
+            h = hashlib.md5()
             for chunk in r["Body"].iter_chunks(1 << 20):
                 fileobj.write(chunk)
+                h.update(chunk)
                 n += len(chunk)
             self.stats.add_bytes(down=n)
+            if expect_md5 is not None and h.hexdigest() != expect_md5:
+                raise StoreError("ChecksumMismatch", f"the bytes S3 returned do not match "
+                                 f"ETag {expect_md5} (corrupted in transit?)", op="GetObject",
+                                 key=key)  # fmt: skip
             return n
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
@@ -386,7 +413,7 @@ class Store:
                     )  # fmt: skip
                 except botocore.exceptions.ClientError as e:
                     code = str(e.response.get("Error", {}).get("Code", ""))
-                    if code in ("BadDigest", "InvalidDigest") and attempt < PART_ATTEMPTS:
+                    if code in CORRUPTED and attempt < PART_ATTEMPTS:
                         log.warning("part %d of %r corrupted in transit (%s); sending it "
                                     "again", num, key, code)  # fmt: skip
                         continue

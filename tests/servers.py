@@ -97,7 +97,9 @@ class RecordingProxy:
 
     ``fault`` is called with each request record before it is forwarded; it may return
     None (forward), an int or (int, code) (answer that HTTP status with an S3 error body,
-    do not forward) or "drop" (close the connection without answering).
+    do not forward), "drop" (close the connection without answering), "flip" (forward
+    the body with one bit flipped), "flip-response" (flip a bit of the answer's body) or
+    ("stall", seconds) (wait, then forward).
     """
 
     upstream: str
@@ -128,11 +130,16 @@ class RecordingProxy:
                 with proxy._lock:
                     proxy.records.append(rec)
                 action = proxy.fault(rec) if proxy.fault else None
+                if isinstance(action, tuple) and action[0] == "stall":
+                    time.sleep(action[1])  # a server that stops answering for a while
+                    action = None
+                if action == "flip" and body:
+                    body = bytes([body[0] ^ 0x01]) + body[1:]  # corruption in transit
                 if action == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if isinstance(action, int | tuple):
+                if isinstance(action, int) or (isinstance(action, tuple) and action[0] != "stall"):
                     status, code = action if isinstance(action, tuple) else (action, "")
                     code = code or ("InternalError" if status >= 500 else "AccessDenied")
                     rec.status = status
@@ -157,6 +164,8 @@ class RecordingProxy:
                     resp = conn.getresponse()
                     data = resp.read()
                     rec.status = resp.status
+                    if action == "flip-response" and data:
+                        data = data[:-1] + bytes([data[-1] ^ 0x01])
                     self.send_response(resp.status)
                     for k, v in resp.getheaders():
                         if k.lower() in ("transfer-encoding", "connection", "content-length"):
@@ -196,3 +205,49 @@ class RecordingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class RgwServer:
+    """A one-node Ceph RADOS Gateway (scripts/rgw/start): a real, validating S3 server.
+    Data lives in RAM; the state directory and every daemon go away at stop()."""
+
+    def __init__(self) -> None:
+        self.port = next(
+            p for p in range(7010, 7091, 10) if all(port_free(p + i) for i in range(10))
+        )
+        self.env: dict[str, str] = {}
+
+    def start(self) -> RgwServer:
+        r = subprocess.run(
+            [os.path.join(ROOT, "scripts/rgw/start"), str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"RGW did not start:\n{r.stderr[-3000:]}")
+        for line in r.stdout.splitlines():
+            k, _, v = line.partition("=")
+            self.env[k] = v
+        self.url = self.env["S3_ENDPOINT_URL"]
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            [os.path.join(ROOT, "scripts/rgw/stop"), str(self.port)],
+            capture_output=True,
+            timeout=120,
+        )
