@@ -802,6 +802,9 @@ class S3Fs(pyfuse3.Operations):
         entry = node.entry
         if entry is None or node.unlinked or not entry.dirty:
             return
+        if entry.write_error is not None:
+            raise FsError(entry.write_error, f"{node.path!r} not uploaded: a write to it "
+                          "failed (spool full), its content would be incomplete")  # fmt: skip
         entry.key = self.keys.file_key(node.path)
         values = await self._upload_values(node)
         params = xattrs.to_params(values)
@@ -886,7 +889,13 @@ class S3Fs(pyfuse3.Operations):
         node = h.node
         node.opens -= 1
         if node.opens == 0 and node.entry is not None:
-            if node.unlinked or not node.entry.dirty:
+            if node.entry.write_error is not None:
+                log.warning("%r: discarding its incomplete spooled content (a write failed "
+                            "with %s; the application was told)", node.path,
+                            errno.errorcode.get(node.entry.write_error))  # fmt: skip
+                node.entry.close()
+                node.entry = None
+            elif node.unlinked or not node.entry.dirty:
                 node.entry.close()
                 node.entry = None
             else:
@@ -1209,7 +1218,7 @@ class S3Fs(pyfuse3.Operations):
             if node.entry is not None and node.entry.dirty and not node.unlinked:
                 try:
                     await self._upload(node)
-                except StoreError as e:
+                except (StoreError, FsError) as e:
                     log.error("at unmount: %r still not stored (%s); kept in spool", node.path, e)
                     left += 1
         return left

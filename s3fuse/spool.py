@@ -79,6 +79,7 @@ class SpoolEntry:
     _hashed: int = 0  # bytes [0, _hashed) are in _md5; -1 when the hash is invalid
     last_md5: str | None = None  # hex MD5 of the last acknowledged upload
     base_etag: str | None = None  # ETag of the stored version this content started from
+    write_error: int | None = None  # a write failed (spool full): never upload this content
 
     def hashed_md5(self) -> str | None:
         return self._md5.hexdigest() if self._hashed == self.size else None
@@ -101,7 +102,13 @@ class SpoolEntry:
             n = os.pwrite(self.fd, buf, off)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                log.error("spool %s is full: write to %r refused", self.spool.dir, self.key)
+                log.error(
+                    "spool %s is full: write to %r refused; this file will not be "
+                    "uploaded (it would be incomplete)",
+                    self.spool.dir,
+                    self.key,
+                )
+                self.write_error = e.errno
             raise
         if self._hashed == off:
             self._md5.update(buf[:n])
