@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from . import runtime
 from .config import ConfigError, MountConfig, apply_options, split_bucket
@@ -194,7 +195,7 @@ def cmd_umount(mountpoint: str, timeout: float) -> int:
     mountpoint = os.path.abspath(mountpoint)
     state = runtime.read_state(mountpoint)
     if not os.path.ismount(mountpoint):
-        runtime.remove_state(mountpoint)
+        runtime.remove_state(runtime.state_path(mountpoint))
         return _fail("NOT_MOUNTED", f"{mountpoint} is not mounted")
     r = subprocess.run(
         ["fusermount3", "-u", mountpoint], capture_output=True, text=True, check=False
@@ -214,6 +215,40 @@ def cmd_umount(mountpoint: str, timeout: float) -> int:
                 f"uploads after {timeout:.0f}s",
             )
     print(f"s3fuse: unmounted {mountpoint}")
+    return 0
+
+
+def _envelope(ok: bool, data: Any = None, code: str = "", message: str = "") -> str:
+    if ok:
+        return json.dumps({"success": True, "data": data}, indent=2)
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}, indent=2)
+
+
+def cmd_status(mountpoint: str | None, as_json: bool) -> int:
+    from .status import format_text
+
+    mounts = []
+    for state in runtime.all_states():
+        mp = state.get("mountpoint", "")
+        if not runtime.pid_alive(int(state.get("pid", 0))) or not os.path.ismount(mp):
+            continue  # left over by a daemon that died
+        state["uptime_seconds"] = round(time.time() - float(state.get("started_epoch", 0)), 1)
+        mounts.append(state)
+    if mountpoint is not None:
+        want = os.path.realpath(mountpoint)
+        mounts = [m for m in mounts if os.path.realpath(m["mountpoint"]) == want]
+        if not mounts:
+            msg = f"{want} is not an s3fuse mount (of this user)"
+            if as_json:
+                print(_envelope(False, code="NOT_MOUNTED", message=msg))
+                return 1
+            return _fail("NOT_MOUNTED", msg)
+    if as_json:
+        print(_envelope(True, {"mounts": mounts}))
+    elif not mounts:
+        print("no s3fuse mounts")
+    else:
+        print("\n\n".join(format_text(m) for m in mounts))
     return 0
 
 
@@ -244,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds to wait for the daemon to exit (default 600)",
     )
+    ps = sub.add_parser(
+        "status",
+        help="what each s3fuse mount is doing",
+        description="Show every s3fuse mount (or one): bucket, endpoint, "
+        "uptime, uploads pending / in flight (with progress) / failed, bytes "
+        "uploaded, S3 requests and errors by code, spool size.",
+    )
+    ps.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    ps.add_argument(
+        "--json",
+        action="store_true",
+        help='machine-readable: {"success": true, "data": {"mounts": [...]}}',
+    )
     sub.add_parser("_daemon", help=argparse.SUPPRESS)
     return parser
 
@@ -257,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_foreground(MountConfig(**data))
     if args.command == "umount":
         return cmd_umount(args.mountpoint, args.timeout)
+    if args.command == "status":
+        return cmd_status(args.mountpoint, args.json)
     try:
         cfg = _config(args)
     except ConfigError as e:

@@ -80,8 +80,10 @@ class MountConfig:
     read_timeout: float = 60.0
     upload_threads: int = 8
     allow_other: bool = False
-    uid: int | None = None
+    uid: int | None = None  # owner of objects without s3fuse metadata
     gid: int | None = None
+    umask: str | None = None  # octal; permissions of objects without s3fuse metadata
+    default_permissions: bool = True  # the kernel checks mode/uid/gid (always on)
     # header defaults of every PutObject (user.s3.* xattrs of files and directories win)
     storage_class: str | None = None
     sse: str | None = None
@@ -132,6 +134,12 @@ class MountConfig:
             raise ConfigError(
                 f"endpoint_url must start with http:// or https://: {self.endpoint_url!r}"
             )
+        if self.umask is not None:
+            try:
+                if not 0 <= int(self.umask, 8) <= 0o777:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"umask={self.umask!r}: expected octal, e.g. 022") from None
         if self.conflict not in ("off", "detect"):
             raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
         if self.part_size < 5 << 20:

@@ -17,7 +17,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from . import runtime
+from . import runtime, status
 from .config import ConfigError, MountConfig, load_sse_c_key
 from .errors import StoreError
 from .fs import FsConfig, S3Fs
@@ -28,7 +28,8 @@ from .store import Store, StoreConfig
 
 log = logging.getLogger("s3fuse")
 
-UNMOUNT_GRACE = 60.0  # seconds a lazy unmount may take before we stop serving
+UNMOUNT_GRACE = 60.0
+STATUS_INTERVAL = 1.0  # seconds a lazy unmount may take before we stop serving
 
 
 class StartError(Exception):
@@ -158,9 +159,12 @@ class Daemon:
             part_size=cfg.part_size,
             part_concurrency=max(1, min(cfg.upload_threads, 4)),
         )
+        umask = int(cfg.umask, 8) if cfg.umask is not None else None
         defaults = Defaults(
             uid=cfg.uid if cfg.uid is not None else os.getuid(),
             gid=cfg.gid if cfg.gid is not None else os.getgid(),
+            file_mode=0o644 if umask is None else 0o666 & ~umask,
+            dir_mode=0o755 if umask is None else 0o777 & ~umask,
         )
         self.fs = S3Fs(
             self.store,
@@ -177,6 +181,8 @@ class Daemon:
             ),
         )
         self.started = time.time()
+        # resolved now, before the mount exists (see runtime.write_state)
+        self._state_path = runtime.state_path(cfg.mountpoint)
         self._unmounting = False
 
     def fuse_options(self) -> set[str]:
@@ -218,24 +224,26 @@ class Daemon:
                     self.spool.dir,
                 )
             pyfuse3.close(unmount=not unmounted_cleanly)
-            runtime.remove_state(self.cfg.mountpoint)
+            runtime.remove_state(self._state_path)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": self.cfg.mountpoint,
+            "bucket": self.cfg.bucket,
+            "prefix": self.cfg.prefix,
+            "endpoint": self.cfg.endpoint_url or "aws",
+            "started": status.iso(self.started),
+            "started_epoch": self.started,
+            "spool_dir": self.spool.dir,
+            "log_file": self.cfg.log_file,
+            **status.snapshot(self.fs, self.spool, self.store),
+        }
 
     async def _announce(self, ready: Any) -> None:
         # The mount is usable once a stat of it is answered (by this very loop).
         await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)
-        runtime.write_state(
-            self.cfg.mountpoint,
-            {
-                "pid": os.getpid(),
-                "mountpoint": self.cfg.mountpoint,
-                "bucket": self.cfg.bucket,
-                "prefix": self.cfg.prefix,
-                "endpoint": self.cfg.endpoint_url or "aws",
-                "started": self.started,
-                "spool_dir": self.spool.dir,
-                "log_file": self.cfg.log_file,
-            },
-        )
+        runtime.write_state(self._state_path, self._state())
         log.info(
             "mounted s3://%s/%s at %s (spool %s)",
             self.cfg.bucket,
@@ -245,6 +253,15 @@ class Daemon:
         )
         ready()
         sd_notify("READY=1\nSTATUS=mounted")
+        last = ""
+        while True:  # what `s3fuse status` and systemd show, once a second
+            await trio.sleep(STATUS_INTERVAL)
+            state = self._state()
+            runtime.write_state(self._state_path, state)
+            line = status.status_line(state)
+            if line != last:
+                sd_notify(f"STATUS={line}")
+                last = line
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

@@ -21,8 +21,10 @@ def state_path(mountpoint: str) -> str:
     return os.path.join(runtime_dir(), hashlib.sha256(real.encode()).hexdigest()[:16] + ".json")
 
 
-def write_state(mountpoint: str, record: dict[str, Any]) -> str:
-    path = state_path(mountpoint)
+def write_state(path: str, record: dict[str, Any]) -> str:
+    """Write a daemon's state file. ``path`` comes from state_path(), computed before the
+    mount exists: resolving the mount point from the daemon itself would ask the daemon
+    (a FUSE request its own blocked loop can never answer)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -53,9 +55,9 @@ def all_states() -> list[dict[str, Any]]:
     return out
 
 
-def remove_state(mountpoint: str) -> None:
+def remove_state(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(state_path(mountpoint))
+        os.unlink(path)
 
 
 def pid_alive(pid: int) -> bool:

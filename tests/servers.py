@@ -148,6 +148,7 @@ class RecordingProxy:
                         "<Message>injected by the test proxy</Message></Error>"
                     ).encode()
                     self.send_response(status)
+                    self.send_header("x-amz-request-id", f"injected-{id(rec):x}")
                     self.send_header("Content-Length", str(len(err)))
                     self.send_header("Content-Type", "application/xml")
                     self.end_headers()
