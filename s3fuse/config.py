@@ -76,6 +76,7 @@ class MountConfig:
     kernel_ttl: float = 1.0
     checksum: str = "when_required"
     retries: int = 5
+    retry_window: float = 30.0  # seconds an upload keeps retrying an unreachable/5xx server
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     upload_threads: int = 8

@@ -158,6 +158,7 @@ class Daemon:
             multipart_threshold=cfg.multipart_threshold,
             part_size=cfg.part_size,
             part_concurrency=max(1, min(cfg.upload_threads, 4)),
+            retry_window=cfg.retry_window,
         )
         umask = int(cfg.umask, 8) if cfg.umask is not None else None
         defaults = Defaults(

@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 PUT_ATTEMPTS = 3
 CORRUPTION = (*CORRUPTED, "ChecksumMismatch")
 CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
+             "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
 
 OPEN = "open"
 CLOSING = "closing"
@@ -188,6 +191,7 @@ class Spool:
         multipart_threshold: int = 64 << 20,
         part_size: int = 16 << 20,
         part_concurrency: int = 4,
+        retry_window: float = 30.0,
     ) -> None:
         self.dir = directory
         self.store = store
@@ -195,6 +199,9 @@ class Spool:
         self.multipart_threshold = min(multipart_threshold, 5 << 30)
         self.part_size = part_size
         self.part_concurrency = part_concurrency
+        # beyond botocore's own retries: how long an upload keeps trying through an
+        # unreachable or failing (5xx) server, e.g. one that restarts
+        self.retry_window = retry_window
         self.in_flight: dict[str, list[int]] = {}  # key -> [bytes sent, size], for status
         self._ids = itertools.count(1)
         self._lock_fd = -1
@@ -299,35 +306,59 @@ class Spool:
         rejects as corrupted (BadDigest) or stores with another MD5 are sent again from
         the spool, a bounded number of times."""
         progress = self.in_flight[key] = [0, size]
-        try:
-            if size >= self.multipart_threshold:
-                return await self.store.put_multipart(
-                    key, path, size=size, part_size=self.part_size, headers=headers,
-                    conditions=conditions, concurrency=self.part_concurrency,
-                    on_progress=lambda n: progress.__setitem__(0, progress[0] + n),
-                )  # fmt: skip
-            if md5 is None:
-                md5 = await trio.to_thread.run_sync(_md5_of_file, path)
-            for attempt in range(1, PUT_ATTEMPTS + 1):
-                try:
-                    with open(path, "rb") as body:
-                        res = await self.store.put(
-                            key, body, md5=md5, size=size,
-                            headers={**headers, **(conditions or {})},
-                        )  # fmt: skip
-                    progress[0] = size
-                    return res
-                except StoreError as e:
-                    if e.code not in CORRUPTION or attempt == PUT_ATTEMPTS:
-                        raise
-                    log.warning(
-                        "upload of %r was corrupted in transit (%s: %s); sending it again "
-                        "from the spool (attempt %d of %d)",
-                        key, e.code, e.message, attempt + 1, PUT_ATTEMPTS,
+        deadline = time.monotonic() + self.retry_window
+        delay = 0.5
+        while True:
+            try:
+                return await self._send_once(key, path, size, headers, conditions, md5, progress)
+            except StoreError as e:
+                if e.code not in TRANSIENT or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("upload of %r: %s; trying again in %.1f s (the server may be "
+                            "restarting)", key, e.code, delay)  # fmt: skip
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 8.0)
+            finally:
+                self.in_flight.pop(key, None)
+
+    async def _send_once(
+        self,
+        key: str,
+        path: str,
+        size: int,
+        headers: dict[str, Any],
+        conditions: dict[str, str] | None,
+        md5: bytes | None,
+        progress: list[int],
+    ) -> PutResult:
+        self.in_flight[key] = progress
+        progress[0] = 0
+        if size >= self.multipart_threshold:
+            return await self.store.put_multipart(
+                key, path, size=size, part_size=self.part_size, headers=headers,
+                conditions=conditions, concurrency=self.part_concurrency,
+                on_progress=lambda n: progress.__setitem__(0, progress[0] + n),
+            )  # fmt: skip
+        if md5 is None:
+            md5 = await trio.to_thread.run_sync(_md5_of_file, path)
+        for attempt in range(1, PUT_ATTEMPTS + 1):
+            try:
+                with open(path, "rb") as body:
+                    res = await self.store.put(
+                        key, body, md5=md5, size=size,
+                        headers={**headers, **(conditions or {})},
                     )  # fmt: skip
-            raise AssertionError("unreachable")
-        finally:
-            self.in_flight.pop(key, None)
+                progress[0] = size
+                return res
+            except StoreError as e:
+                if e.code not in CORRUPTION or attempt == PUT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "upload of %r was corrupted in transit (%s: %s); sending it again "
+                    "from the spool (attempt %d of %d)",
+                    key, e.code, e.message, attempt + 1, PUT_ATTEMPTS,
+                )  # fmt: skip
+        raise AssertionError("unreachable")
 
     # -------------------------------------------------------------- crash recovery
     async def recover(self) -> tuple[list[str], list[str]]:

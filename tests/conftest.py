@@ -103,6 +103,8 @@ class Mount:
             str(self.spool),
             "--retries",
             "2",
+            "-o",
+            "retry_window=0",  # failure tests want close() to fail at once
             *self.args,
         ]
         with open(self.log, "ab") as log:

@@ -7,6 +7,7 @@ import base64
 import errno
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -158,13 +159,15 @@ def test_corrupted_get_is_never_handed_on(
     assert "refusing to return corrupted bytes" in m2.log_text()
 
 
-@pytest.mark.parametrize("kind", ["503", "SlowDown", "500", "reset", "stall"])
+@pytest.mark.parametrize("kind", ["503", "SlowDown", "500", "reset", "stall", "restart"])
 def test_transient_faults_are_retried(mount_factory: Any, backend: Backend, kind: str) -> None:
     bucket = backend.bucket()
-    m = mount(mount_factory, backend, bucket, "--retries", "5", "-o", "read_timeout=2")
+    m = mount(
+        mount_factory, backend, bucket, "--retries", "5", "-o", "read_timeout=2,retry_window=20"
+    )
     hits = [0]
     action: Any = {"503": 503, "SlowDown": (503, "SlowDown"), "500": 500, "reset": "drop",
-                   "stall": ("stall", 4)}[kind]  # fmt: skip
+                   "stall": ("stall", 4), "restart": None}[kind]  # fmt: skip
 
     def fault(r: Any) -> Any:
         if r.method == "PUT" and r.key_path.endswith("/flaky") and hits[0] < 2:
@@ -172,10 +175,21 @@ def test_transient_faults_are_retried(mount_factory: Any, backend: Backend, kind
             return action
         return None
 
-    backend.proxy.fault = fault
+    down_until = [0.0]
+
+    def restart(r: Any) -> Any:
+        # the server goes away for 1.5 s in the middle of the upload, then comes back
+        if r.method == "PUT" and r.key_path.endswith("/flaky") and not down_until[0]:
+            down_until[0] = time.monotonic() + 1.5
+        if time.monotonic() < down_until[0]:
+            hits[0] += 1
+            return "drop"
+        return None
+
+    backend.proxy.fault = restart if kind == "restart" else fault
     data = os.urandom(20_000)
     (m / "flaky").write_bytes(data)  # slower, but no error
-    assert hits[0] == 2
+    assert hits[0] >= 2 if kind == "restart" else hits[0] == 2
     assert body(backend, bucket, "flaky") == data
 
 
