@@ -208,6 +208,7 @@ class Daemon:
         unmounted_cleanly = False
         try:
             async with trio.open_nursery() as nursery:
+                self.fs.nursery = nursery  # read-ahead runs here
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._announce, ready)
                 await pyfuse3.main()

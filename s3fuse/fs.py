@@ -26,6 +26,7 @@ from .cache import Caches, Child, DirListing
 from .errors import FsError, StoreError, hint_for
 from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
+from .readahead import Reader
 from .spool import CONFLICT, Spool, SpoolEntry
 from .store import ObjectInfo, PutResult, Store
 
@@ -35,8 +36,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 EMPTY_MD5 = hashlib.md5(b"").digest()
-MIN_READ_WINDOW = 1 << 20
-MAX_READ_WINDOW = 16 << 20
 BLKSIZE = 1 << 20
 
 
@@ -125,10 +124,7 @@ class Node:
 class Handle:
     node: Node
     writable: bool
-    buf_start: int = 0
-    buf: bytes = b""
-    next_off: int = 0
-    window: int = MIN_READ_WINDOW
+    reader: Reader | None = None  # ranged GETs with read-ahead, made on first read
 
 
 @dataclass(eq=False)
@@ -147,6 +143,7 @@ class S3Fs(pyfuse3.Operations):
         self.spool = spool
         self.keys = keymap
         self.cfg = cfg
+        self.nursery: trio.Nursery  # set by the daemon before the first request
         self.cache = Caches(cfg.cache_ttl)
         self.nodes: dict[int, Node] = {}
         self.by_path: dict[str, int] = {}
@@ -769,21 +766,17 @@ class S3Fs(pyfuse3.Operations):
         node = h.node
         if node.entry is not None:
             return node.entry.read(off, size)
-        total = node.attrs.size
-        if off >= total or size <= 0:
-            return b""
-        size = min(size, total - off)
-        if not (h.buf_start <= off and off + size <= h.buf_start + len(h.buf)):
-            # Sequential reads grow the window (fewer, larger ranged GETs); a seek
-            # shrinks it again so a small random read stays a small GET.
-            h.window = min(h.window * 2, MAX_READ_WINDOW) if off == h.next_off else MIN_READ_WINDOW
-            end = min(total, off + max(size, h.window))
-            h.buf = await self._get(node, off, end, whole=off == 0 and end == total)
-            h.buf_start = off
-        start = off - h.buf_start
-        data = h.buf[start : start + size]
-        h.next_off = off + len(data)
-        return data
+        if h.reader is None or h.reader.size != node.attrs.size:
+            if h.reader is not None:
+                h.reader.close()
+            h.reader = Reader(
+                self.store,
+                self.keys.file_key(node.path),
+                node.attrs.size,
+                lambda start, end, whole: self._get(node, start, end, whole=whole),
+                self.nursery,
+            )
+        return await h.reader.read(off, size)
 
     @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -887,6 +880,8 @@ class S3Fs(pyfuse3.Operations):
         if h is None:
             return
         node = h.node
+        if h.reader is not None:
+            h.reader.close()
         node.opens -= 1
         if node.opens == 0 and node.entry is not None:
             if node.entry.write_error is not None:

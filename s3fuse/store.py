@@ -9,6 +9,7 @@ Failures leave this module as ``StoreError`` only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import threading
@@ -304,6 +305,30 @@ class Store:
             return data
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
+
+    async def open_stream(self, key: str, start: int, end: int) -> Any:
+        """A GET of bytes [start, end) whose body is read piece by piece (read_stream)."""
+
+        def do() -> Any:
+            r = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._ssec
+            )
+            return r["Body"]
+
+        return await self._run(self.upload_limiter, "GetObject", key, do)
+
+    async def read_stream(self, body: Any, n: int, key: str = "") -> bytes:
+        def do() -> bytes:
+            data: bytes = body.read(n)
+            self.stats.add_bytes(down=len(data))
+            return data
+
+        return await self._run(self.upload_limiter, "GetObject", key, do)
+
+    @staticmethod
+    def close_stream(body: Any) -> None:
+        with contextlib.suppress(Exception):
+            body.close()
 
     async def download(self, key: str, fileobj: BinaryIO, *, expect_md5: str | None = None) -> int:
         """Whole object into an open file; returns the byte count. With expect_md5 the

@@ -225,3 +225,23 @@ def test_name_too_long_for_s3(mnt: Mount) -> None:
         with open(os.path.join(path, "f" * 100), "wb"):
             pass
     assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_sequential_read_streams_and_random_reads_are_right(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    data = os.urandom(40 * 1024 * 1024)
+    s3.put_object(Bucket=mnt.bucket, Key="stream.bin", Body=data)
+    os.stat(mnt / "stream.bin")
+    proxy.clear()
+    digest = sh(f"cat {mnt / 'stream.bin'} | md5sum").stdout.split()[0]
+    assert digest == hashlib.md5(data).hexdigest()
+    gets = [r for r in proxy.requests("GET") if r.key_path.endswith("/stream.bin")]
+    assert len(gets) <= 2, "a sequential reader is served by one streaming GET"
+    rnd = __import__("random").Random(7)
+    with open(mnt / "stream.bin", "rb", buffering=0) as f:
+        for _ in range(40):
+            off = rnd.randrange(len(data))
+            n = rnd.choice([1, 4096, 200_000, 3_000_000])
+            f.seek(off)
+            assert f.read(n) == data[off : off + n]

@@ -1,0 +1,155 @@
+"""Reading a stored object without downloading it first.
+
+- An object up to SMALL bytes is read with one GET, checked against its MD5 ETag.
+- A sequential reader of a larger object gets a *stream*: one ranged GET from its offset to
+  the end, read ahead in the background (at most WINDOW bytes beyond what was asked for),
+  so the next read is usually already in memory. The kernel's own read-ahead sends reads
+  slightly out of order; KEEP bytes behind the newest read stay for them.
+- A read far from the previous one is a single small ranged GET (never a whole-object
+  download for a small read).
+Memory per reader is bounded by WINDOW + KEEP + one piece.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .errors import StoreError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+SMALL = 8 << 20
+WINDOW = 32 << 20
+KEEP = 4 << 20
+PIECE = 1 << 20
+RANDOM_READ = 1 << 20
+
+Fetch = Callable[[int, int, bool], Awaitable[bytes]]  # (start, end, whole object) -> bytes
+
+
+class Stream:
+    def __init__(self, store: Store, key: str, start: int, end: int, nursery: trio.Nursery):
+        self.store, self.key, self.end = store, key, end
+        self.offsets: list[int] = []
+        self.pieces: list[bytes] = []
+        self.base = start  # offset of the first piece kept
+        self.filled = start  # end of what arrived
+        self.want = start  # end of the newest read
+        self.error: BaseException | None = None
+        self.closed = False
+        self._changed = trio.Event()
+        nursery.start_soon(self._pump)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _wait(self) -> None:
+        await self._changed.wait()
+
+    async def _pump(self) -> None:
+        try:
+            body = await self.store.open_stream(self.key, self.filled, self.end)
+            try:
+                while self.filled < self.end and not self.closed:
+                    if self.filled - self.want >= WINDOW:
+                        await self._wait()
+                        continue
+                    n = min(PIECE, self.end - self.filled)
+                    data = await self.store.read_stream(body, n, self.key)
+                    if not data:
+                        raise StoreError("IncompleteBody", "the GET ended early", key=self.key)
+                    self.offsets.append(self.filled)
+                    self.pieces.append(data)
+                    self.filled += len(data)
+                    while self.offsets and self.offsets[0] + len(self.pieces[0]) <= (
+                        self.want - KEEP
+                    ):
+                        self.base += len(self.pieces[0])
+                        del self.offsets[0], self.pieces[0]
+                    self._notify()
+            finally:
+                Store.close_stream(body)
+        except Exception as e:  # handed to the reader waiting for these bytes
+            self.error = e
+            self._notify()
+
+    def can_serve(self, off: int) -> bool:
+        return self.error is None and self.base <= off <= self.filled + WINDOW
+
+    async def read(self, off: int, size: int) -> bytes:
+        end = min(off + size, self.end)
+        if end > self.want:
+            self.want = end
+            self._notify()  # the pump may read further now
+        while self.filled < end and self.error is None:
+            await self._wait()
+        if self.filled < end:
+            assert self.error is not None
+            raise self.error
+        i = bisect.bisect_right(self.offsets, off) - 1
+        out = []
+        pos = off
+        while pos < end:
+            piece, start = self.pieces[i], self.offsets[i]
+            out.append(piece[pos - start : end - start])
+            pos = start + len(piece)
+            i += 1
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.closed = True
+        self._notify()
+
+
+class Reader:
+    def __init__(self, store: Store, key: str, size: int, fetch: Fetch, nursery: Any) -> None:
+        self.store, self.key, self.size = store, key, size
+        self.fetch = fetch  # ranged GET with MD5 check of whole objects
+        self.nursery = nursery
+        self.stream: Stream | None = None
+        self.last_end = -1
+        self.buf_start = 0
+        self.buf = b""
+
+    async def read(self, off: int, size: int) -> bytes:
+        if off >= self.size or size <= 0:
+            return b""
+        size = min(size, self.size - off)
+        if self.buf_start <= off and off + size <= self.buf_start + len(self.buf):
+            data = self.buf[off - self.buf_start : off - self.buf_start + size]
+        elif self.size <= SMALL:
+            self.buf, self.buf_start = await self.fetch(0, self.size, True), 0
+            data = self.buf[off : off + size]
+        elif self.stream is not None and self.stream.can_serve(off):
+            data = await self._stream_read(off, size)
+        elif off == 0 or abs(off - self.last_end) <= PIECE:
+            self.close()
+            self.stream = Stream(self.store, self.key, off, self.size, self.nursery)
+            data = await self._stream_read(off, size)
+        else:
+            end = min(self.size, off + max(size, RANDOM_READ))
+            self.buf, self.buf_start = await self.fetch(off, end, False), off
+            data = self.buf[:size]
+        self.last_end = off + len(data)
+        return data
+
+    async def _stream_read(self, off: int, size: int) -> bytes:
+        assert self.stream is not None
+        try:
+            return await self.stream.read(off, size)
+        except StoreError as e:
+            log.warning("read-ahead of %r failed (%s); reading the range directly", self.key, e)
+            self.close()
+            return await self.fetch(off, off + size, False)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
