@@ -175,6 +175,7 @@ class Target:
 
 class S3fuse(Target):
     name = "s3fuse"
+    extra: tuple[str, ...] = ()
 
     def mount(self, bucket: str) -> Path:
         d = self.fresh_dir()
@@ -183,12 +184,19 @@ class S3fuse(Target):
         env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
-             self.server.url, "--foreground", "--spool-dir", str(d / "spool")],
+             self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"), env=env,
         )  # fmt: skip
         self._wait_mounted(mnt, "s3fuse")
         self.mnt = mnt
         return mnt
+
+
+class S3fuseFast(S3fuse):
+    """s3fuse with -o listing_attrs: listings' attributes trusted (no HEAD per entry)."""
+
+    name = "s3fuse-fast"
+    extra = ("-o", "listing_attrs")
 
 
 class S3fs(Target):
@@ -694,7 +702,8 @@ def ratio(w: Workload, a: str, b: str) -> str:
 
 
 def report(ws: list[Workload], names: list[str], sizes: Sizes) -> str:
-    cols = [n for n in ["s3fuse", "s3fs", "rclone", "boto3", "local"] if n in names]
+    cols = [n for n in ["s3fuse", "s3fuse-fast", "s3fs", "rclone", "boto3", "local"]
+            if n in names]
     head = ["workload", "unit", *cols, "s3fuse/boto3", "s3fuse/s3fs", "s3fuse/rclone",
             "S3 requests (" + "/".join(c for c in cols if c != "local") + ")"]
     rows = [head]
@@ -720,7 +729,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--only", default="", help="targets: s3fuse,s3fs,rclone,boto3,local")
+    ap.add_argument("--only", default="",
+                    help="targets: s3fuse,s3fuse-fast,s3fs,rclone,boto3,local")
     ap.add_argument("--workloads", default="", help="comma list of workload names")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
@@ -732,7 +742,7 @@ def main() -> int:
     b = Bench(server, sizes)
     only = [x for x in args.only.split(",") if x]
     targets: list[Target] = []
-    for cls in (S3fuse, S3fs, Rclone, Local):
+    for cls in (S3fuse, S3fuseFast, S3fs, Rclone, Local):
         t = cls(server, work)
         if only and t.name not in only:
             continue

@@ -24,6 +24,7 @@ class Child:
 class DirListing:
     children: dict[str, Child] = field(default_factory=dict)
     complete: bool = True  # False: only the first page(s) are here
+    browsed: bool = False  # listed for readdir: lookups of its children may follow in bulk
 
 
 class Caches:
@@ -31,6 +32,8 @@ class Caches:
         self.ttl = ttl
         self.dirs: TTLCache[str, DirListing] = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001))
         self.negative: TTLCache[str, bool] = TTLCache(maxsize=maxsize * 16, ttl=max(ttl, 0.001))
+        # directories whose children's attributes were fetched in bulk recently
+        self.bulk: TTLCache[str, bool] = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001))
 
     def listing(self, path: str) -> DirListing | None:
         if self.ttl <= 0:

@@ -92,6 +92,7 @@ class MountConfig:
     sse_bucket_key: str | None = None
     acl: str | None = None
     sse_c_key_file: str | None = None  # SSE-C: a 0600 file with the 256-bit key
+    listing_attrs: bool = False  # trust listings for attributes (fast ls -l, see README)
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
     multipart_threshold: int = 64 << 20  # bytes; files this large use multipart upload
     part_size: int = 16 << 20

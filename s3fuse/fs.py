@@ -6,6 +6,7 @@ Only ``pyfuse3.FUSEError`` leaves a handler (see ``handler``). Uploads happen in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -37,6 +38,8 @@ R = TypeVar("R")
 
 EMPTY_MD5 = hashlib.md5(b"").digest()
 BLKSIZE = 1 << 20
+BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
+BULK_CONCURRENCY = 16
 
 
 def handler(
@@ -80,6 +83,10 @@ class FsConfig:
     mount_defaults: dict[str, str] = field(default_factory=dict)  # -o storage_class=... etc.
     sse_c: bool = False  # the mount encrypts with a customer key (SSE-C)
     conflict_detect: bool = False  # conditional writes (-o conflict=detect)
+    # trust a listing's attributes (size, LastModified) without HEADing each entry for
+    # s3fuse's mode/uid/gid/mtime: fast ls -l, but s3fuse metadata shows only after
+    # cache_ttl or on a lookup by name (-o listing_attrs)
+    listing_attrs: bool = False
 
 
 @dataclass(eq=False)
@@ -145,6 +152,7 @@ class S3Fs(pyfuse3.Operations):
         self.cfg = cfg
         self.nursery: trio.Nursery  # set by the daemon before the first request
         self.cache = Caches(cfg.cache_ttl)
+        self._inflight: dict[str, trio.Event] = {}
         self.nodes: dict[int, Node] = {}
         self.by_path: dict[str, int] = {}
         self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
@@ -177,7 +185,10 @@ class S3Fs(pyfuse3.Operations):
             node.ino == pyfuse3.ROOT_INODE
             or node.entry is not None
             or node.opens > 0
-            or (node.full and (time.monotonic() - node.fetched) < self.cfg.cache_ttl)
+            or (
+                (node.full or self.cfg.listing_attrs)
+                and (time.monotonic() - node.fetched) < self.cfg.cache_ttl
+            )
         )
 
     async def _refresh(self, node: Node) -> Node:
@@ -262,7 +273,7 @@ class S3Fs(pyfuse3.Operations):
         a = node.attrs
         e.st_ino = node.ino
         e.generation = 0
-        timeout = self.cfg.kernel_ttl if node.full else 0
+        timeout = self.cfg.kernel_ttl if node.full or self.cfg.listing_attrs else 0
         e.entry_timeout = timeout
         e.attr_timeout = timeout
         e.st_mode = a.mode
@@ -367,12 +378,14 @@ class S3Fs(pyfuse3.Operations):
                 self.cache.negative[path] = True
                 raise fuse_error(errno.ENOENT)
             if child is not None:
-                if child.is_dir:
-                    return await self._dir_node(path)
-                if node is not None and node.full and node.etag == child.etag and node.stored:
+                if (not child.is_dir and node is not None and node.full
+                        and node.etag == child.etag and node.stored):  # fmt: skip
                     node.fetched = time.monotonic()
                     return node
-                found = await self._file_node(path)
+                if self.cfg.listing_attrs:
+                    return self._listed_node(path, child)
+                self._start_bulk(parent, listing)
+                found = await self._child_attrs(path, child)
                 if found is not None:
                     return found
         found = await self._file_node(path)
@@ -384,6 +397,70 @@ class S3Fs(pyfuse3.Operations):
         if self.cfg.cache_ttl > 0:
             self.cache.negative[path] = True
         raise fuse_error(errno.ENOENT)
+
+    def _listed_node(self, path: str, child: Child) -> Node:
+        """A node from what a listing says alone (no s3fuse metadata)."""
+        if child.is_dir:
+            return self._install(path, self._default_dir_attrs(), stored=False, etag="",
+                                 full=False)  # fmt: skip
+        attrs = meta.decode(
+            {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
+            defaults=self.cfg.defaults,
+        )  # fmt: skip
+        return self._install(path, attrs, stored=True, etag=child.etag, full=False)
+
+    async def _child_attrs(self, path: str, child: Child) -> Node | None:
+        """HEAD of a listed child (its marker, for a directory): the s3fuse metadata that a
+        listing lacks. One request per path at a time, shared by a lookup that waits and
+        the bulk fetch."""
+        while (ev := self._inflight.get(path)) is not None:
+            await ev.wait()
+            ino = self.by_path.get(path)
+            node = self.nodes.get(ino) if ino is not None else None
+            if node is not None and self._fresh(node):
+                return node
+        ev = self._inflight[path] = trio.Event()
+        try:
+            if child.is_dir:
+                return await self._dir_node(path)
+            return await self._file_node(path)
+        finally:
+            del self._inflight[path]
+            ev.set()
+
+    def _start_bulk(self, parent: str, listing: DirListing) -> None:
+        """After a readdir, the first lookup of a child whose metadata is unknown (ls -l,
+        find -ls, rsync from the mount) fetches all its siblings' metadata in parallel in
+        the background: plain ls costs nothing, ls -l one round of parallel HEADs."""
+        if not listing.browsed or parent in self.cache.bulk or not hasattr(self, "nursery"):
+            return
+        if len(listing.children) > BULK_MAX:
+            return
+        self.cache.bulk[parent] = True
+        todo = []
+        for name, child in listing.children.items():
+            path = join(parent, name)
+            ino = self.by_path.get(path)
+            node = self.nodes.get(ino) if ino is not None else None
+            if node is None or not self._fresh(node):
+                todo.append((path, child))
+        self.nursery.start_soon(self._bulk_attrs, todo)
+
+    async def _bulk_attrs(self, todo: list[tuple[str, Child]]) -> None:
+        limit = trio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(path: str, child: Child) -> None:
+            async with limit:
+                ino = self.by_path.get(path)
+                node = self.nodes.get(ino) if ino is not None else None
+                if node is not None and self._fresh(node):
+                    return  # a lookup got there first
+                with contextlib.suppress(Exception):  # a lookup that needs it asks again
+                    await self._child_attrs(path, child)
+
+        async with trio.open_nursery() as nursery:
+            for path, child in todo:
+                nursery.start_soon(one, path, child)
 
     # ================================================================ handlers: names
     @handler
@@ -517,7 +594,13 @@ class S3Fs(pyfuse3.Operations):
         node = self._node(inode)
         if not node.is_dir:
             raise fuse_error(errno.ENOTDIR)
-        listing = await self._load_listing(node.path)
+        cached = self.cache.listing(node.path)
+        if cached is not None and cached.complete and cached.browsed:
+            listing = cached  # listed within cache_ttl: no LIST (warm ls)
+        else:
+            listing = await self._load_listing(node.path)
+            listing.browsed = True
+        self.cache.bulk.pop(node.path, None)  # a new listing: a new bulk fetch may follow
         entries: dict[str, Node] = {}
         for name, child in listing.children.items():
             path = join(node.path, name)
@@ -529,19 +612,8 @@ class S3Fs(pyfuse3.Operations):
                 and (child.is_dir or (known.full and known.etag == child.etag) or known.entry)
             ):
                 entries[name] = known
-            elif child.is_dir:
-                entries[name] = self._install(
-                    path, self._default_dir_attrs(), stored=False, etag="", full=False
-                )
             else:
-                attrs = meta.decode(
-                    {},
-                    is_dir=False,
-                    size=child.size,
-                    last_modified_ns=child.last_modified_ns,
-                    defaults=self.cfg.defaults,
-                )
-                entries[name] = self._install(path, attrs, stored=True, etag=child.etag, full=False)
+                entries[name] = self._listed_node(path, child)
         # Files created here and not uploaded yet are not in S3's listing.
         prefix = node.path + "/" if node.path else ""
         for path, ino in list(self.by_path.items()):

@@ -1,8 +1,9 @@
 """Reading a stored object without downloading it first.
 
 - An object up to SMALL bytes is read with one GET, checked against its MD5 ETag.
-- A sequential reader of a larger object gets a *stream*: one ranged GET from its offset to
-  the end, read ahead in the background (at most WINDOW bytes beyond what was asked for),
+- A reader that starts at offset 0, or has read 4 MiB in sequence, gets a *stream*: one
+  ranged GET from its offset to the end, read ahead in the background (at most WINDOW
+  bytes beyond what was asked for),
   so the next read is usually already in memory. The kernel's own read-ahead sends reads
   slightly out of order; KEEP bytes behind the newest read stay for them.
 - A read far from the previous one is a single small ranged GET (never a whole-object
@@ -29,7 +30,10 @@ WINDOW = 32 << 20
 KEEP = 4 << 20
 PIECE = 1 << 20
 RANDOM_READ = 1 << 20
-
+# a stream opens once this much was read in sequence (more than the kernel's own
+# read-ahead fetches for one small read)
+STREAM_AFTER = 4 << 20
+START_WINDOW = 4 << 20  # a new stream reads this far ahead; doubling to WINDOW
 Fetch = Callable[[int, int, bool], Awaitable[bytes]]  # (start, end, whole object) -> bytes
 
 
@@ -43,6 +47,7 @@ class Stream:
         self.want = start  # end of the newest read
         self.error: BaseException | None = None
         self.closed = False
+        self.window = START_WINDOW
         self._changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -58,7 +63,7 @@ class Stream:
             body = await self.store.open_stream(self.key, self.filled, self.end)
             try:
                 while self.filled < self.end and not self.closed:
-                    if self.filled - self.want >= WINDOW:
+                    if self.filled - self.want >= self.window:
                         await self._wait()
                         continue
                     n = min(PIECE, self.end - self.filled)
@@ -87,6 +92,8 @@ class Stream:
         end = min(off + size, self.end)
         if end > self.want:
             self.want = end
+            if self.filled - self.want < self.window // 2:
+                self.window = min(self.window * 2, WINDOW)  # the reader keeps up: go further
             self._notify()  # the pump may read further now
         while self.filled < end and self.error is None:
             await self._wait()
@@ -114,7 +121,8 @@ class Reader:
         self.fetch = fetch  # ranged GET with MD5 check of whole objects
         self.nursery = nursery
         self.stream: Stream | None = None
-        self.last_end = -1
+        self.last_end = 0
+        self.sequential = 0  # bytes read in a (nearly) sequential run
         self.buf_start = 0
         self.buf = b""
 
@@ -129,7 +137,7 @@ class Reader:
             data = self.buf[off : off + size]
         elif self.stream is not None and self.stream.can_serve(off):
             data = await self._stream_read(off, size)
-        elif off == 0 or abs(off - self.last_end) <= PIECE:
+        elif off == 0 or (abs(off - self.last_end) <= PIECE and self.sequential >= STREAM_AFTER):
             self.close()
             self.stream = Stream(self.store, self.key, off, self.size, self.nursery)
             data = await self._stream_read(off, size)
@@ -137,6 +145,8 @@ class Reader:
             end = min(self.size, off + max(size, RANDOM_READ))
             self.buf, self.buf_start = await self.fetch(off, end, False), off
             data = self.buf[:size]
+        near = abs(off - self.last_end) <= PIECE
+        self.sequential = self.sequential + len(data) if near else len(data)
         self.last_end = off + len(data)
         return data
 
