@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -184,7 +185,8 @@ class S3fuse(Target):
         env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
-             self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra],
+             self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra,
+             *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))],
             stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"), env=env,
         )  # fmt: skip
         self._wait_mounted(mnt, "s3fuse")

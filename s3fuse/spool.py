@@ -188,7 +188,7 @@ class Spool:
         directory: str,
         store: Store,
         *,
-        multipart_threshold: int = 64 << 20,
+        multipart_threshold: int = 512 << 20,
         part_size: int = 16 << 20,
         part_concurrency: int = 4,
         retry_window: float = 30.0,

@@ -80,6 +80,16 @@ def _ns(dt: Any) -> int:
     return int(dt.timestamp() * 1_000_000_000) if dt is not None else 0
 
 
+def _listed(o: dict[str, Any]) -> ObjectInfo:
+    """An entry of a ListObjectsV2 answer."""
+    return ObjectInfo(
+        key=o["Key"],
+        size=int(o.get("Size", 0)),
+        etag=strip_etag(o.get("ETag")),
+        last_modified_ns=_ns(o.get("LastModified")),
+    )
+
+
 def strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
@@ -249,15 +259,7 @@ class Store:
                     kw["ContinuationToken"] = token
                 r = self._client.list_objects_v2(**kw)
                 pages += 1
-                for o in r.get("Contents", []):
-                    objects.append(
-                        ObjectInfo(
-                            key=o["Key"],
-                            size=int(o.get("Size", 0)),
-                            etag=strip_etag(o.get("ETag")),
-                            last_modified_ns=_ns(o.get("LastModified")),
-                        )
-                    )
+                objects.extend(_listed(o) for o in r.get("Contents", []))
                 prefixes.extend(p["Prefix"] for p in r.get("CommonPrefixes", []))
                 token = r.get("NextContinuationToken")
                 if not r.get("IsTruncated") or not token:
@@ -541,15 +543,7 @@ class Store:
                 Bucket=self.bucket, Prefix=prefix
             )
             for page in pages:
-                out.extend(
-                    ObjectInfo(
-                        key=o["Key"],
-                        size=int(o.get("Size", 0)),
-                        etag=strip_etag(o.get("ETag")),
-                        last_modified_ns=_ns(o.get("LastModified")),
-                    )
-                    for o in page.get("Contents", [])
-                )
+                out.extend(_listed(o) for o in page.get("Contents", []))
             return out
 
         return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
