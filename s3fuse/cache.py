@@ -25,6 +25,7 @@ class DirListing:
     children: dict[str, Child] = field(default_factory=dict)
     complete: bool = True  # False: only the first page(s) are here
     browsed: bool = False  # listed for readdir: lookups of its children may follow in bulk
+    lookups: int = 0  # lookups of its children that needed S3 since it was listed
 
 
 class Caches:

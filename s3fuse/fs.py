@@ -40,6 +40,7 @@ EMPTY_MD5 = hashlib.md5(b"").digest()
 BLKSIZE = 1 << 20
 BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
 BULK_CONCURRENCY = 16
+BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
 
 
 def handler(
@@ -429,9 +430,12 @@ class S3Fs(pyfuse3.Operations):
             ev.set()
 
     def _start_bulk(self, parent: str, listing: DirListing) -> None:
-        """After a readdir, the first lookup of a child whose metadata is unknown (ls -l,
+        """After a readdir, the third lookup of a child whose metadata is unknown (ls -l,
         find -ls, rsync from the mount) fetches all its siblings' metadata in parallel in
         the background: plain ls costs nothing, ls -l one round of parallel HEADs."""
+        listing.lookups += 1
+        if listing.lookups < BULK_AFTER:
+            return  # `ls` then one `cat`: no reason to fetch every sibling
         if not listing.browsed or parent in self.cache.bulk or not hasattr(self, "nursery"):
             return
         if len(listing.children) > BULK_MAX:

@@ -245,3 +245,19 @@ def test_sequential_read_streams_and_random_reads_are_right(
             n = rnd.choice([1, 4096, 200_000, 3_000_000])
             f.seek(off)
             assert f.read(n) == data[off : off + n]
+
+
+def test_ls_then_one_stat_heads_one_and_ls_l_heads_in_bulk(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    for i in range(60):
+        s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x" * i)
+    os.listdir(mnt / "d")
+    proxy.clear()
+    assert os.stat(mnt / "d/f07").st_size == 7
+    heads = [r for r in proxy.requests("HEAD") if "/d/f" in r.path]
+    assert len(heads) == 1, "ls then one stat must not fetch every sibling"
+    out = sh(f"ls -l {mnt / 'd'}").stdout
+    assert out.count("-rw-r--r--") == 60
+    heads = [r for r in proxy.requests("HEAD") if "/d/f" in r.path]
+    assert len(heads) == 60  # each sibling once, in parallel
