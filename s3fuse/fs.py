@@ -558,16 +558,38 @@ class S3Fs(pyfuse3.Operations):
         if node.is_dir or not node.stored:
             return
         key = self.keys.file_key(node.path)
-        if acl and not node.acl_loaded:
+
+        async def load_acl() -> None:
             grants = xattrs.grants_from_acl(await self.store.get_acl(key))
             if "acl" not in node.hdrs and not any(g in node.hdrs for g in xattrs.GRANTS):
                 node.hdrs.update(grants)
             node.acl_loaded = True
-        if tags and not node.tags_loaded:
+
+        async def load_tags() -> None:
             tagging = xattrs.tagging_from_tags(await self.store.get_tags(key))
             if tagging and "tagging" not in node.hdrs:
                 node.hdrs["tagging"] = tagging
             node.tags_loaded = True
+
+        jobs = [j for j, want in ((load_acl, acl and not node.acl_loaded),
+                                  (load_tags, tags and not node.tags_loaded)) if want]  # fmt: skip
+        if len(jobs) < 2:
+            for job in jobs:
+                await job()
+            return
+        errors: list[StoreError] = []
+
+        async def run(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+            try:
+                await job()
+            except StoreError as e:
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:  # both at once: one round trip
+            for job in jobs:
+                nursery.start_soon(run, job)
+        if errors:
+            raise errors[0]
 
     def _metadata(self, node: Node) -> dict[str, str]:
         md = dict(node.umeta)
