@@ -120,8 +120,21 @@ class Target:
         """None when usable, else why not."""
         return None
 
-    def mount(self, bucket: str) -> Path:
+    def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
+        """The foreground mount command and its environment."""
         raise NotImplementedError
+
+    def mount(self, bucket: str) -> Path:
+        d = self.fresh_dir()
+        mnt = d / "mnt"
+        mnt.mkdir()
+        cmd, env = self.command(bucket, d, mnt)
+        self.log = d / "log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        self._wait_mounted(mnt, self.name)
+        self.mnt = mnt
+        return mnt
 
     def _wait_mounted(self, mnt: Path, what: str) -> None:
         deadline = time.monotonic() + 60
@@ -178,20 +191,11 @@ class S3fuse(Target):
     name = "s3fuse"
     extra: tuple[str, ...] = ()
 
-    def mount(self, bucket: str) -> Path:
-        d = self.fresh_dir()
-        mnt = d / "mnt"
-        mnt.mkdir()
+    def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
-             self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra,
-             *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))],
-            stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"), env=env,
-        )  # fmt: skip
-        self._wait_mounted(mnt, "s3fuse")
-        self.mnt = mnt
-        return mnt
+        return [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
+                self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra,
+                *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))], env  # fmt: skip
 
 
 class S3fuseFast(S3fuse):
@@ -207,22 +211,13 @@ class S3fs(Target):
     def available(self) -> str | None:
         return None if shutil.which("s3fs") else "s3fs not installed (apt-get install s3fs)"
 
-    def mount(self, bucket: str) -> Path:
-        d = self.fresh_dir()
-        mnt = d / "mnt"
-        mnt.mkdir()
+    def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
         pw = d / "passwd"
         pw.write_text(f"{KEY_ID}:{SECRET}\n")
         pw.chmod(0o600)
-        self.proc = subprocess.Popen(
-            ["s3fs", bucket, str(mnt), "-f", "-o", f"url={self.server.url}",
-             "-o", "use_path_request_style", "-o", f"passwd_file={pw}",
-             "-o", "endpoint=us-east-1"],
-            stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"),
-        )  # fmt: skip
-        self._wait_mounted(mnt, "s3fs")
-        self.mnt = mnt
-        return mnt
+        return ["s3fs", bucket, str(mnt), "-f", "-o", f"url={self.server.url}",
+                "-o", "use_path_request_style", "-o", f"passwd_file={pw}",
+                "-o", "endpoint=us-east-1"], dict(os.environ)  # fmt: skip
 
 
 class Rclone(Target):
@@ -232,24 +227,14 @@ class Rclone(Target):
     def available(self) -> str | None:
         return None if shutil.which("rclone") else "rclone not installed (apt-get install rclone)"
 
-    def mount(self, bucket: str) -> Path:
-        d = self.fresh_dir()
-        mnt = d / "mnt"
-        mnt.mkdir()
+    def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env["RCLONE_CONFIG"] = "/dev/null"
-        self.proc = subprocess.Popen(
-            ["rclone", "mount", f":s3:{bucket}", str(mnt), "--s3-provider", "Other",
-             "--s3-endpoint", self.server.url, "--s3-access-key-id", KEY_ID,
-             "--s3-secret-access-key", SECRET, "--s3-force-path-style",
-             "--vfs-cache-mode", "writes", "--cache-dir", str(d / "cache"),
-             "--vfs-write-back", "0s", "-v"],
-            stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"), env=env,
-        )  # fmt: skip
-        self.log = d / "log"
-        self._wait_mounted(mnt, "rclone")
-        self.mnt = mnt
-        return mnt
+        return ["rclone", "mount", f":s3:{bucket}", str(mnt), "--s3-provider", "Other",
+                "--s3-endpoint", self.server.url, "--s3-access-key-id", KEY_ID,
+                "--s3-secret-access-key", SECRET, "--s3-force-path-style",
+                "--vfs-cache-mode", "writes", "--cache-dir", str(d / "cache"),
+                "--vfs-write-back", "0s", "-v"], env  # fmt: skip
 
 
     def uploads_done(self) -> int:

@@ -28,7 +28,7 @@ from .errors import FsError, StoreError, hint_for
 from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
 from .readahead import Reader
-from .spool import CONFLICT, Spool, SpoolEntry
+from .spool import CLEAN, CONFLICT, Spool, SpoolEntry
 from .store import ObjectInfo, PutResult, Store
 
 log = logging.getLogger(__name__)
@@ -602,17 +602,23 @@ class S3Fs(pyfuse3.Operations):
         """One CopyObject that re-sends every header the object has: storage class, SSE,
         ACL grants (S3 does not copy ACLs), content headers, metadata, lock settings.
         Tags are copied by S3 unless they are what changed."""
-        await self._load_acl_tags(node, tags=False)
-        values = {k: v for k, v in node.hdrs.items() if k != "tagging"}
-        params = xattrs.to_params(values)
-        params["Metadata"] = self._metadata(node)
-        params.setdefault("ContentType", meta.content_type_for(basename(node.path)))
+        params = await self._copy_params(node)
         if tagging_changed:
             params["TaggingDirective"] = "REPLACE"
             params["Tagging"] = node.hdrs.get("tagging", "")
         res = await self.store.copy_in_place(self.keys.file_key(node.path), params)
         node.etag = res.etag or node.etag
         node.version_id = res.version_id or node.version_id
+
+    async def _copy_params(self, node: Node) -> dict[str, Any]:
+        """The headers a CopyObject of node's object must re-send (S3 copies tags only)."""
+        await self._load_acl_tags(node, tags=False)
+        values = {
+            k: v for k, v in node.hdrs.items() if not (self.cfg.sse_c and k.startswith("sse"))
+        }
+        return bulk.copy_params(
+            values, self._metadata(node), meta.content_type_for(basename(node.path))
+        )
 
     # ================================================================ handlers: dirs
     @handler
@@ -753,13 +759,7 @@ class S3Fs(pyfuse3.Operations):
         try:
             await self.spool.fill(entry, entry.key, self._md5_etag(node))
         except StoreError as e:
-            if e.code != "ChecksumMismatch":
-                raise
-            info = await self.store.head(entry.key)
-            if info is None or info.etag == node.etag:
-                log.error("read of %r: %s; refusing corrupted bytes", node.path, e)
-                raise
-            await self._file_node(node.path, info)
+            await self._replaced(node, e)
             entry.truncate(0)
             await self.spool.fill(entry, entry.key, self._md5_etag(node))
 
@@ -772,14 +772,21 @@ class S3Fs(pyfuse3.Operations):
         try:
             return await self.store.get_range(key, start, end, expect_md5=expect)
         except StoreError as e:
-            if e.code != "ChecksumMismatch":
-                raise
-            info = await self.store.head(key)
-            if info is None or info.etag == node.etag:
-                log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
-                raise
-            await self._file_node(node.path, info)
+            info = await self._replaced(node, e)
             return await self.store.get_range(key, start, min(end, info.size))
+
+    async def _replaced(self, node: Node, e: StoreError) -> ObjectInfo:
+        """After a GET whose bytes did not match the MD5 ETag: if another writer replaced
+        the object, refresh node and return the new object's facts; if the object is the
+        one we expected, the bytes were corrupted: re-raise (never hand them on)."""
+        if e.code != "ChecksumMismatch":
+            raise e
+        info = await self.store.head(self.keys.file_key(node.path))
+        if info is None or info.etag == node.etag:
+            log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
+            raise e
+        await self._file_node(node.path, info)
+        return info
 
     def _md5_etag(self, node: Node) -> str | None:
         """The object's MD5 when its ETag is one (single PUT, no SSE-KMS/SSE-C)."""
@@ -950,7 +957,7 @@ class S3Fs(pyfuse3.Operations):
     def _conflict(self, node: Node, entry: SpoolEntry, base: str | None, now: str | None) -> None:
         """Another writer changed the key: keep our bytes in recovered/, leave theirs."""
         dest = self.spool.quarantine(entry.data_path, entry.key)
-        entry.set_state("clean")
+        entry.set_state(CLEAN)
         entry.close()
         node.entry = None
         node.full = False
@@ -1015,8 +1022,8 @@ class S3Fs(pyfuse3.Operations):
             await self.store.delete(self.keys.file_key(path))
         node.unlinked = True
         node.stored = False
-        if node.entry is not None and node.entry.state != "clean":
-            node.entry.set_state("clean")  # nothing of it is to be uploaded any more
+        if node.entry is not None:
+            node.entry.set_state(CLEAN)  # nothing of it is to be uploaded any more
         self.cache.removed(parent.path, basename(path))
         self._detach(node)
 
@@ -1120,8 +1127,8 @@ class S3Fs(pyfuse3.Operations):
                     await self.store.delete(marker)
             target.unlinked = True  # its key now holds the renamed file
             target.stored = False
-            if target.entry is not None and target.entry.state != "clean":
-                target.entry.set_state("clean")  # never to be uploaded over it
+            if target.entry is not None:
+                target.entry.set_state(CLEAN)  # never to be uploaded over it
             self._detach(target)
         self._repath(node, old_path, new_path)
         self.cache.removed(old_parent.path, basename(old_path))
@@ -1132,24 +1139,14 @@ class S3Fs(pyfuse3.Operations):
 
     async def _move_file(self, node: Node, new_path: str) -> None:
         """Copy (every header re-sent) then delete. A file whose upload is pending and
-        that S3 does not hold yet just gets a new key: nothing to copy."""
+        that S3 does not hold yet only gets a new key (in _repath): nothing to copy."""
         old_key = self.keys.file_key(node.path)
         new_key = self.keys.file_key(new_path)
         if node.stored:
-            await self._load_acl_tags(node, tags=False)
-            values = dict(node.hdrs)
-            if self.cfg.sse_c:
-                values = {k: v for k, v in values.items() if not k.startswith("sse")}
-            params = bulk.copy_params(
-                values, self._metadata(node), meta.content_type_for(basename(node.path))
-            )
-            res = await self.store.copy(old_key, new_key, params)
+            res = await self.store.copy(old_key, new_key, await self._copy_params(node))
             await self.store.delete(old_key)
             node.etag = res.etag or node.etag
-        if node.entry is not None:
-            node.entry.key = new_key
-            if node.entry.state != "clean":
-                node.entry.set_state(node.entry.state)  # the journal names the new key
+        # the spool entry's key (and journal) follow in _repath
 
     def _repath(self, node: Node, old_path: str, new_path: str) -> None:
         """Move node (and, for a directory, everything known below it) to new_path."""
@@ -1164,7 +1161,7 @@ class S3Fs(pyfuse3.Operations):
             self.by_path[n.path] = i
             if n.entry is not None:
                 n.entry.key = self.keys.file_key(n.path)
-                if n.entry.state != "clean":
+                if n.entry.state != CLEAN:
                     n.entry.set_state(n.entry.state)
             self.cache.forget_dir(p)
         node.fetched = time.monotonic()
