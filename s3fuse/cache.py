@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import trio
 from cachetools import TTLCache
 
 
@@ -26,6 +27,10 @@ class DirListing:
     complete: bool = True  # False: only the first page(s) are here
     browsed: bool = False  # listed for readdir: lookups of its children may follow in bulk
     lookups: int = 0  # lookups of its children that needed S3 since it was listed
+    # attrs=auto: "plain" (no s3fuse metadata seen: the listing's attributes will do),
+    # "rich" (HEAD every child), None (not sampled yet; sampling: the sample under way)
+    verdict: str | None = None
+    sampling: trio.Event | None = None
 
 
 class Caches:

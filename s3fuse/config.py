@@ -92,7 +92,8 @@ class MountConfig:
     sse_bucket_key: str | None = None
     acl: str | None = None
     sse_c_key_file: str | None = None  # SSE-C: a 0600 file with the 256-bit key
-    listing_attrs: bool = False  # trust listings for attributes (fast ls -l, see README)
+    # exact | auto | listing: where ls -l's attributes come from (README, Performance)
+    attrs: str = "auto"
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
     # bytes; files this large use multipart upload. Measured (benchmarks/RESULTS.md): one
     # PutObject of 256 MiB ran at 128 MB/s, multipart at 60-72 MB/s on the same server
@@ -144,6 +145,8 @@ class MountConfig:
                     raise ValueError
             except ValueError:
                 raise ConfigError(f"umask={self.umask!r}: expected octal, e.g. 022") from None
+        if self.attrs not in ("exact", "auto", "listing"):
+            raise ConfigError(f"attrs={self.attrs!r}: allowed exact, auto, listing")
         if self.conflict not in ("off", "detect"):
             raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
         if self.part_size < 5 << 20:
@@ -210,7 +213,12 @@ def split_bucket(spec: str) -> tuple[str, str]:
     return bucket, normalize_prefix(prefix)
 
 
-_ALIASES = {"ro": ("read_only", "1"), "rw": ("read_only", "0"), "endpoint": ("endpoint_url", None)}
+_ALIASES = {
+    "ro": ("read_only", "1"),
+    "rw": ("read_only", "0"),
+    "endpoint": ("endpoint_url", None),
+    "listing_attrs": ("attrs", "listing"),  # the name of attrs=listing before attrs=
+}
 
 
 def _convert(name: str, raw: str, typ: Any) -> Any:

@@ -175,7 +175,7 @@ class Daemon:
                 mount_defaults=cfg.header_defaults(),
                 sse_c=cfg.sse_c_key_file is not None,
                 conflict_detect=cfg.conflict == "detect",
-                listing_attrs=cfg.listing_attrs,
+                attrs=cfg.attrs,
                 defaults=defaults,
                 cache_ttl=cfg.cache_ttl,
                 kernel_ttl=cfg.kernel_ttl,

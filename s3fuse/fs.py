@@ -41,6 +41,8 @@ BLKSIZE = 1 << 20
 BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
 BULK_CONCURRENCY = 16
 BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
+SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
+ATTRS_MODES = ("exact", "auto", "listing")
 
 
 def handler(
@@ -84,10 +86,11 @@ class FsConfig:
     mount_defaults: dict[str, str] = field(default_factory=dict)  # -o storage_class=... etc.
     sse_c: bool = False  # the mount encrypts with a customer key (SSE-C)
     conflict_detect: bool = False  # conditional writes (-o conflict=detect)
-    # trust a listing's attributes (size, LastModified) without HEADing each entry for
-    # s3fuse's mode/uid/gid/mtime: fast ls -l, but s3fuse metadata shows only after
-    # cache_ttl or on a lookup by name (-o listing_attrs)
-    listing_attrs: bool = False
+    # where attributes of listed entries come from: "exact" HEADs every entry for s3fuse's
+    # mode/uid/gid/mtime; "listing" trusts the listing (size, LastModified) alone; "auto"
+    # HEADs a sample of each directory and trusts its listing when no sampled object
+    # carries s3fuse/s3fs/rclone metadata (a directory written by other tools)
+    attrs: str = "auto"
 
 
 @dataclass(eq=False)
@@ -98,6 +101,8 @@ class Node:
     stored: bool = False  # an object (or dir marker) exists in S3
     etag: str = ""
     full: bool = False  # attrs include s3fuse metadata (HEAD or local)
+    listed: bool = False  # attrs from a listing trusted to stand in for a HEAD
+    own_meta: bool = False  # the HEAD showed mode/uid/gid/mtime metadata
     fetched: float = 0.0  # monotonic time the attrs were last checked
     lookups: int = 0
     opens: int = 0
@@ -187,7 +192,7 @@ class S3Fs(pyfuse3.Operations):
             or node.entry is not None
             or node.opens > 0
             or (
-                (node.full or self.cfg.listing_attrs)
+                (node.full or node.listed)
                 and (time.monotonic() - node.fetched) < self.cfg.cache_ttl
             )
         )
@@ -209,6 +214,7 @@ class S3Fs(pyfuse3.Operations):
         etag: str,
         full: bool,
         info: ObjectInfo | None = None,
+        listed: bool = False,
     ) -> Node:
         """The node for path, created or updated with what we just learned."""
         ino = self.by_path.get(path)
@@ -225,9 +231,22 @@ class S3Fs(pyfuse3.Operations):
             node.attrs = attrs
         if node.entry is None and full:
             self._learn_xattrs(node, info)
-        node.stored, node.etag, node.full = stored, etag, full
+        node.stored, node.etag, node.full, node.listed = stored, etag, full, listed
         node.fetched = time.monotonic()
+        if info is not None:
+            node.own_meta = any(k.lower() in meta.OWN_META for k in info.metadata)
+            if node.own_meta:
+                listing = self.cache.listing(parent_of(path))
+                if listing is not None and listing.verdict == "plain":
+                    listing.verdict = "rich"  # metadata where the sample saw none: HEAD all
         return node
+
+    async def _exact(self, node: Node) -> Node:
+        """The node with its stored metadata and headers (a HEAD if its attributes came
+        from a listing): before anything re-sends them (upload, copy, xattrs)."""
+        if node.full or node.entry is not None or node.ino == pyfuse3.ROOT_INODE:
+            return node
+        return await self._refresh(node)
 
     def _learn_xattrs(self, node: Node, info: ObjectInfo | None) -> None:
         """Header values and user metadata as S3 holds them (HEAD)."""
@@ -274,7 +293,7 @@ class S3Fs(pyfuse3.Operations):
         a = node.attrs
         e.st_ino = node.ino
         e.generation = 0
-        timeout = self.cfg.kernel_ttl if node.full or self.cfg.listing_attrs else 0
+        timeout = self.cfg.kernel_ttl if node.full or node.listed else 0
         e.entry_timeout = timeout
         e.attr_timeout = timeout
         e.st_mode = a.mode
@@ -383,7 +402,11 @@ class S3Fs(pyfuse3.Operations):
                         and node.etag == child.etag and node.stored):  # fmt: skip
                     node.fetched = time.monotonic()
                     return node
-                if self.cfg.listing_attrs:
+                if await self._listing_will_do(parent, listing, name):
+                    ino = self.by_path.get(path)
+                    node = self.nodes.get(ino) if ino is not None else None
+                    if node is not None and node.full and self._fresh(node):
+                        return node  # HEADed by the sample
                     return self._listed_node(path, child)
                 self._start_bulk(parent, listing)
                 found = await self._child_attrs(path, child)
@@ -399,16 +422,61 @@ class S3Fs(pyfuse3.Operations):
             self.cache.negative[path] = True
         raise fuse_error(errno.ENOENT)
 
-    def _listed_node(self, path: str, child: Child) -> Node:
-        """A node from what a listing says alone (no s3fuse metadata)."""
+    def _listed_node(self, path: str, child: Child, *, trusted: bool = True) -> Node:
+        """A node from what a listing says alone (no s3fuse metadata); trusted: its
+        attributes stand in for a HEAD (else the kernel is told to ask again)."""
         if child.is_dir:
             return self._install(path, self._default_dir_attrs(), stored=False, etag="",
-                                 full=False)  # fmt: skip
+                                 full=False, listed=trusted)  # fmt: skip
         attrs = meta.decode(
             {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
             defaults=self.cfg.defaults,
         )  # fmt: skip
-        return self._install(path, attrs, stored=True, etag=child.etag, full=False)
+        return self._install(path, attrs, stored=True, etag=child.etag, full=False,
+                             listed=trusted)  # fmt: skip
+
+    async def _listing_will_do(self, parent: str, listing: DirListing, name: str | None) -> bool:
+        """Whether the listing's attributes stand in for a HEAD of parent's children.
+        attrs=auto decides once per listing: a few children, spread over the directory
+        and including the one asked for, are HEADed in parallel; if none carries
+        mode/uid/gid/mtime metadata the directory was written by other tools and its
+        listing shows all there is. A HEAD that later finds metadata there flips it."""
+        if self.cfg.attrs != "auto":
+            return self.cfg.attrs == "listing"
+        while listing.verdict is None:
+            if listing.sampling is not None:
+                await listing.sampling.wait()
+                continue
+            listing.sampling = trio.Event()
+            try:
+                listing.verdict = await self._sample(parent, listing, name)
+            finally:
+                listing.sampling.set()
+                listing.sampling = None
+        return listing.verdict == "plain"
+
+    async def _sample(self, parent: str, listing: DirListing, name: str | None) -> str:
+        names = list(listing.children)
+        if not names:
+            return "plain"
+        step = max(1, len(names) // SAMPLE)
+        picks = dict.fromkeys(([name] if name else []) + names[::step])
+        picks = dict.fromkeys(list(picks)[:SAMPLE])
+        found: list[Node] = []
+
+        async def one(n: str) -> None:
+            child = listing.children.get(n)
+            with contextlib.suppress(StoreError, pyfuse3.FUSEError):  # judged by the rest
+                node = None if child is None else await self._child_attrs(join(parent, n), child)
+                if node is not None:
+                    found.append(node)
+
+        async with trio.open_nursery() as nursery:
+            for n in picks:
+                nursery.start_soon(one, n)
+        if not found or any(n.own_meta for n in found):
+            return "rich"
+        return "plain"
 
     async def _child_attrs(self, path: str, child: Child) -> Node | None:
         """HEAD of a listed child (its marker, for a directory): the s3fuse metadata that a
@@ -504,8 +572,8 @@ class S3Fs(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        node = self._node(inode)
         self._writable()
+        node = await self._exact(self._node(inode))
         a = node.attrs
         changed_meta = False
         if fields.update_mode:
@@ -633,6 +701,9 @@ class S3Fs(pyfuse3.Operations):
             listing = await self._load_listing(node.path)
             listing.browsed = True
         self.cache.bulk.pop(node.path, None)  # a new listing: a new bulk fetch may follow
+        # readdirplus hands the kernel each entry's attributes: valid for kernel_ttl when
+        # the listing will do (no lookup per entry follows), else to be asked for again
+        trusted = await self._listing_will_do(node.path, listing, None)
         entries: dict[str, Node] = {}
         for name, child in listing.children.items():
             path = join(node.path, name)
@@ -645,7 +716,7 @@ class S3Fs(pyfuse3.Operations):
             ):
                 entries[name] = known
             else:
-                entries[name] = self._listed_node(path, child)
+                entries[name] = self._listed_node(path, child, trusted=trusted)
         # Files created here and not uploaded yet are not in S3's listing.
         prefix = node.path + "/" if node.path else ""
         for path, ino in list(self.by_path.items()):
@@ -812,6 +883,8 @@ class S3Fs(pyfuse3.Operations):
         """The node's spool entry, created on first need. With keep_content the stored
         object's bytes are brought in first (partial overwrite); otherwise the entry
         starts empty (O_TRUNC, truncate to 0) and nothing is downloaded."""
+        if node.entry is None and node.stored:
+            await self._exact(node)  # the upload re-sends its mode, owner and headers
         async with node.lock:
             if node.entry is None:
                 entry = self.spool.new(self.keys.file_key(node.path))
@@ -1143,6 +1216,7 @@ class S3Fs(pyfuse3.Operations):
         old_key = self.keys.file_key(node.path)
         new_key = self.keys.file_key(new_path)
         if node.stored:
+            await self._exact(node)
             res = await self.store.copy(old_key, new_key, await self._copy_params(node))
             await self.store.delete(old_key)
             node.etag = res.etag or node.etag
@@ -1193,7 +1267,7 @@ class S3Fs(pyfuse3.Operations):
         node = self._node(inode)
         if not self._fresh(node):
             node = await self._refresh(node)
-        return node
+        return await self._exact(node)
 
     @handler
     async def setxattr(

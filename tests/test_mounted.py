@@ -247,9 +247,10 @@ def test_sequential_read_streams_and_random_reads_are_right(
             assert f.read(n) == data[off : off + n]
 
 
-def test_ls_then_one_stat_heads_one_and_ls_l_heads_in_bulk(
-    mnt: Mount, s3: Any, proxy: RecordingProxy
+def test_exact_ls_then_one_stat_heads_one_and_ls_l_heads_in_bulk(
+    mount_factory: Any, bucket: str, s3: Any, proxy: RecordingProxy
 ) -> None:
+    mnt = mount_factory(bucket, "-o", "attrs=exact")
     for i in range(60):
         s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x" * i)
     os.listdir(mnt / "d")
@@ -261,3 +262,64 @@ def test_ls_then_one_stat_heads_one_and_ls_l_heads_in_bulk(
     assert out.count("-rw-r--r--") == 60
     heads = [r for r in proxy.requests("HEAD") if "/d/f" in r.path]
     assert len(heads) == 60  # each sibling once, in parallel
+
+
+def test_auto_ls_l_of_foreign_objects_is_one_list_and_a_sample(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    for i in range(60):
+        s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x" * i)
+    proxy.clear()
+    out = sh(f"ls -l --time-style=+%s {mnt / 'd'}").stdout
+    assert out.count("-rw-r--r--") == 60
+    heads = [r for r in proxy.requests("HEAD") if "/d/f" in r.path]
+    assert 1 <= len(heads) <= 5, "a sample, not a HEAD per entry"
+    assert len([r for r in proxy.requests("GET") if "prefix=d%2F" in r.path]) == 1
+    want = s3.head_object(Bucket=mnt.bucket, Key="d/f33")
+    st = os.stat(mnt / "d/f33")
+    assert st.st_size == 33
+    assert int(st.st_mtime) == int(want["LastModified"].timestamp())
+    for i in range(60):  # stat by name: still no HEAD per entry
+        assert os.stat(mnt / f"d/f{i:02d}").st_size == i
+    assert len([r for r in proxy.requests("HEAD") if "/d/f" in r.path]) == len(heads)
+
+
+def test_auto_ls_l_shows_s3fuse_metadata_fetched_in_bulk(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    """A directory whose objects carry mode/uid/gid/mtime (written through s3fuse, s3fs
+    or rclone): every entry's metadata is fetched, so ls -l shows what is stored."""
+    for i in range(40):
+        md = {"mode": str(stat.S_IFREG | 0o751), "uid": "123", "gid": "45", "mtime": "1500000000"}
+        s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x" * i, Metadata=md)
+    proxy.clear()
+    out = sh(f"ls -ln {mnt / 'd'}").stdout
+    assert out.count("-rwxr-x--x 1 123 45") == 40, out
+    for i in range(40):
+        st = os.stat(mnt / f"d/f{i:02d}")
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (0o751, 1_500_000_000 * 10**9)
+    heads = [r for r in proxy.requests("HEAD") if "/d/f" in r.path]
+    assert 40 <= len(heads) <= 45  # once each (the sample included)
+
+
+def test_auto_metadata_outside_the_sample_shows_once_looked_at(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    """The sample saw a foreign directory; one file in it carries metadata all the same.
+    Reading its xattrs, writing it or renaming it HEADs it first: its mode is kept."""
+    for i in range(30):
+        s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x")
+    md = {"mode": str(stat.S_IFREG | 0o700)}
+    s3.put_object(Bucket=mnt.bucket, Key="d/odd", Body=b"y", Metadata=md)
+    os.listdir(mnt / "d")
+    with open(mnt / "d/odd", "ab") as f:  # a write re-sends the stored mode
+        f.write(b"z")
+    r = s3.head_object(Bucket=mnt.bucket, Key="d/odd")
+    assert int(r["Metadata"]["mode"]) == stat.S_IFREG | 0o700
+    assert s3.get_object(Bucket=mnt.bucket, Key="d/odd")["Body"].read() == b"yz"
+    os.rename(mnt / "d/odd", mnt / "d/odd2")
+    r = s3.head_object(Bucket=mnt.bucket, Key="d/odd2")
+    assert int(r["Metadata"]["mode"]) == stat.S_IFREG | 0o700
+    assert stat.S_IMODE(os.stat(mnt / "d/odd2").st_mode) == 0o700
+
+

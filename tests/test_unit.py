@@ -184,3 +184,16 @@ def test_bad_options_are_named() -> None:
     cfg = MountConfig(bucket="b", mountpoint="/m", addressing_style="sideways")
     with pytest.raises(ConfigError, match="path"):
         cfg.validate()
+    cfg = MountConfig(bucket="b", mountpoint="/m", attrs="fast")
+    with pytest.raises(ConfigError, match="exact, auto, listing"):
+        cfg.validate()
+
+
+def test_attrs_option_and_its_old_name() -> None:
+    cfg = MountConfig(bucket="b", mountpoint="/m")
+    assert cfg.attrs == "auto"
+    apply_options(cfg, ["listing_attrs"])
+    assert cfg.attrs == "listing"
+    apply_options(cfg, ["attrs=exact"])
+    assert cfg.attrs == "exact"
+    cfg.validate()
