@@ -198,11 +198,11 @@ class S3fuse(Target):
                 *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))], env  # fmt: skip
 
 
-class S3fuseFast(S3fuse):
-    """s3fuse with -o listing_attrs: listings' attributes trusted (no HEAD per entry)."""
+class S3fuseExact(S3fuse):
+    """s3fuse with -o attrs=exact: a HEAD per listed entry, as the peers do."""
 
-    name = "s3fuse-fast"
-    extra = ("-o", "listing_attrs")
+    name = "s3fuse-exact"
+    extra = ("-o", "attrs=exact")
 
 
 class S3fs(Target):
@@ -689,7 +689,7 @@ def ratio(w: Workload, a: str, b: str) -> str:
 
 
 def report(ws: list[Workload], names: list[str], sizes: Sizes) -> str:
-    cols = [n for n in ["s3fuse", "s3fuse-fast", "s3fs", "rclone", "boto3", "local"]
+    cols = [n for n in ["s3fuse", "s3fuse-exact", "s3fs", "rclone", "boto3", "local"]
             if n in names]
     head = ["workload", "unit", *cols, "s3fuse/boto3", "s3fuse/s3fs", "s3fuse/rclone",
             "S3 requests (" + "/".join(c for c in cols if c != "local") + ")"]
@@ -717,7 +717,7 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--only", default="",
-                    help="targets: s3fuse,s3fuse-fast,s3fs,rclone,boto3,local")
+                    help="targets: s3fuse,s3fuse-exact,s3fs,rclone,boto3,local")
     ap.add_argument("--workloads", default="", help="comma list of workload names")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     args = ap.parse_args()
@@ -729,7 +729,7 @@ def main() -> int:
     b = Bench(server, sizes)
     only = [x for x in args.only.split(",") if x]
     targets: list[Target] = []
-    for cls in (S3fuse, S3fuseFast, S3fs, Rclone, Local):
+    for cls in (S3fuse, S3fuseExact, S3fs, Rclone, Local):
         t = cls(server, work)
         if only and t.name not in only:
             continue

@@ -1313,8 +1313,11 @@ class S3Fs(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         try:
             n = xattrs.parse_name(name)
-        except xattrs.XattrError:
-            raise fuse_error(pyfuse3.ENOATTR) from None  # security.*, system.*: none here
+        except xattrs.XattrError as e:
+            # security.*, system.posix_acl_*: "not supported" (not "no such attribute"):
+            # ls -l, cp -a and friends then stop asking for every file of the mount
+            unsupported = e.errno == errno.EOPNOTSUPP
+            raise fuse_error(errno.EOPNOTSUPP if unsupported else pyfuse3.ENOATTR) from None
         node = await self._xattr_node(inode)
         value: str | None
         if n.kind == "header":

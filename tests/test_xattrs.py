@@ -281,6 +281,19 @@ def test_invalid_values_fail_at_setxattr(
     assert s3.head_object(Bucket=mnt.bucket, Key="v.txt")["ETag"] == etag  # nothing changed
 
 
+def test_namespaces_s3_cannot_hold_are_unsupported(mnt: Mount) -> None:
+    """EOPNOTSUPP, not ENODATA: ls -l and cp -a then stop asking for each file."""
+    p = mnt / "n.txt"
+    p.write_bytes(b"n")
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        with pytest.raises(OSError) as e:
+            os.getxattr(p, name)
+        assert e.value.errno == errno.EOPNOTSUPP, name
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.s3.no_such_header")
+    assert e.value.errno == errno.ENODATA
+
+
 def test_invalid_value_log_names_allowed_values(mnt: Mount) -> None:
     p = mnt / "log.txt"
     p.write_bytes(b"x")
