@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 from collections import Counter
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.session
+import botocore.utils
 import trio
 from botocore.config import Config
 
@@ -118,12 +121,29 @@ class Stats:
             self.bytes_downloaded += down
 
 
+def parse_timestamp(value: str) -> datetime:
+    """botocore's timestamp parser, with a fast path for ISO 8601 (every LastModified of
+    a listing): dateutil took a third of the CPU time of listing 2000 keys."""
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            return parsed
+    except (TypeError, ValueError):
+        pass
+    other: datetime = botocore.utils.parse_timestamp(value)  # HTTP dates, epoch seconds
+    return other
+
+
 class Store:
     def __init__(self, cfg: StoreConfig) -> None:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.stats = Stats()
-        session = boto3.Session(profile_name=cfg.profile) if cfg.profile else boto3.Session()
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
+        session = boto3.Session(botocore_session=core, profile_name=cfg.profile)
         pool = max(cfg.upload_threads + cfg.meta_threads, 10)
         self._client = session.client(
             "s3",
