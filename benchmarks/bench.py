@@ -234,7 +234,7 @@ class Rclone(Target):
                 "--s3-endpoint", self.server.url, "--s3-access-key-id", KEY_ID,
                 "--s3-secret-access-key", SECRET, "--s3-force-path-style",
                 "--vfs-cache-mode", "writes", "--cache-dir", str(d / "cache"),
-                "--vfs-write-back", "0s", "-v"], env  # fmt: skip
+                "-v"], env  # fmt: skip  (rclone's defaults: uploads 5 s after close)
 
 
     def uploads_done(self) -> int:

@@ -14,10 +14,10 @@ import hashlib
 import logging
 import threading
 from collections import Counter
-from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
 import boto3
@@ -119,6 +119,12 @@ class Stats:
         with self._lock:
             self.bytes_uploaded += up
             self.bytes_downloaded += down
+
+
+# botocore sends "Expect: 100-continue" with every file-like body and waits for the
+# server's go-ahead: one round trip more per PutObject. Bodies up to this size are read
+# into memory (at most upload_threads of them at once) and sent without it.
+INLINE_BODY = 1 << 20
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -387,12 +393,15 @@ class Store:
         content_md5 = base64.b64encode(md5).decode("ascii")
 
         def do() -> PutResult:
+            payload = body
             if not isinstance(body, bytes):
                 body.seek(0)
+                if size <= INLINE_BODY:
+                    payload = body.read(size + 1)
             r = self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
-                Body=body,
+                Body=payload,
                 ContentLength=size,
                 ContentMD5=content_md5,
                 **headers,
