@@ -321,5 +321,3 @@ def test_auto_metadata_outside_the_sample_shows_once_looked_at(
     r = s3.head_object(Bucket=mnt.bucket, Key="d/odd2")
     assert int(r["Metadata"]["mode"]) == stat.S_IFREG | 0o700
     assert stat.S_IMODE(os.stat(mnt / "d/odd2").st_mode) == 0o700
-
-
