@@ -167,10 +167,14 @@ class SpoolEntry:
             "headers": headers or {},
             "conditions": conditions or {},
         }
+        data = json.dumps(record, default=_json_default).encode()
         tmp = self.journal_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, default=_json_default)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write to the spool journal")
+        finally:
+            os.close(fd)
         os.replace(tmp, self.journal_path)
 
     def close(self) -> None:
