@@ -60,6 +60,15 @@ class Sizes:
 class Server:
     def __init__(self, workdir: Path) -> None:
         self.log = workdir / "moto.log"
+        self.start()
+
+    def restart(self) -> None:
+        """A fresh server for each workload: moto keeps every object in memory and slows
+        down as its heap grows, which would favour whoever runs first."""
+        self.stop()
+        self.start()
+
+    def start(self) -> None:
         self.moto = MotoServer(log_path=str(self.log)).start()
         self.url = self.moto.url
         self.s3 = boto3.client(
@@ -102,6 +111,15 @@ class Server:
 
     def stop(self) -> None:
         self.moto.stop()
+
+    def empty_all(self) -> None:
+        """Delete every object (between runs: a heap full of earlier runs' data slows
+        moto down for the next one)."""
+        for b in self.s3.list_buckets().get("Buckets", []):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    self.s3.delete_objects(Bucket=b["Name"], Delete={"Objects": keys})
 
 
 # ------------------------------------------------------------------ targets
@@ -271,6 +289,14 @@ class Workload:
     results: dict[str, Result] = field(default_factory=dict)
 
 
+def median(rs: list[Result]) -> Result:
+    """The median run; a run that lost or corrupted data makes the whole result FAILED."""
+    bad = [r for r in rs if not r.ok]
+    if bad:
+        return bad[0]
+    return sorted(rs, key=lambda r: r.value)[len(rs) // 2]
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -317,8 +343,9 @@ class Bench:
         offset = self.server.log_size()
 
         def write(item: tuple[str, bytes]) -> None:
-            p = mnt / item[0]
-            with open(p, "wb") as f:
+            # as cp does: open, write, close (Python's buffered open() would add an
+            # isatty() ioctl per file that real tools do not send)
+            with open(mnt / item[0], "wb", buffering=0) as f:
                 f.write(item[1])
 
         def run() -> None:
@@ -720,6 +747,9 @@ def main() -> int:
                     help="targets: s3fuse,s3fuse-exact,s3fs,rclone,boto3,local")
     ap.add_argument("--workloads", default="", help="comma list of workload names")
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each workload per target, interleaved; the median is shown "
+                         "(default 3)")  # fmt: skip
     args = ap.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
     os.environ.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
@@ -746,19 +776,27 @@ def main() -> int:
     stop = threading.Event()
     try:
         for w in ws:
-            for t in targets:
-                print(f"[bench] {w.name:9} {t.name:7}", end=" ", file=sys.stderr, flush=True)
-                try:
-                    r = w.fs_run(b, t)
-                except Exception as e:  # a crashed peer is a result, not the end of the run
-                    r = Result(0.0, None, False, f"{type(e).__name__}: {e}"[:120])
-                    t.unmount()
-                w.results[t.name] = r
-                print(fmt(r, w.unit), w.unit, f"({r.requests} requests)", file=sys.stderr)
-            if "boto3" in names:
-                r = w.boto_run(b)
-                w.results["boto3"] = r
-                print(f"[bench] {w.name:9} boto3   {fmt(r, w.unit)} {w.unit}", file=sys.stderr)
+            server.restart()
+            runs: dict[str, list[Result]] = {}
+            for rep in range(args.repeat):  # interleaved: drift of the machine hits all
+                for t in targets:
+                    print(f"[bench] {w.name:9} {t.name:12} #{rep + 1}", end=" ", file=sys.stderr,
+                          flush=True)  # fmt: skip
+                    try:
+                        r = w.fs_run(b, t)
+                    except Exception as e:  # a crashed peer is a result, not the end of the run
+                        r = Result(0.0, None, False, f"{type(e).__name__}: {e}"[:120])
+                        t.unmount()
+                    runs.setdefault(t.name, []).append(r)
+                    print(fmt(r, w.unit), w.unit, f"({r.requests} requests)", file=sys.stderr)
+                    server.empty_all()
+                if "boto3" in names:
+                    r = w.boto_run(b)
+                    runs.setdefault("boto3", []).append(r)
+                    print(f"[bench] {w.name:9} {'boto3':12} #{rep + 1} {fmt(r, w.unit)} {w.unit}",
+                          file=sys.stderr)  # fmt: skip
+                    server.empty_all()
+            w.results = {name: median(rs) for name, rs in runs.items()}
     finally:
         stop.set()
         for t in targets:

@@ -8,6 +8,7 @@ nanoseconds; s3fs reads the integer part).
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import stat
 import time
@@ -111,5 +112,13 @@ def decode(
 
 
 def content_type_for(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    """The Content-Type for a file name (from its suffixes, as mimetypes sees them)."""
+    base = name.rpartition("/")[2]
+    dot = base.find(".", 1)
+    return _type_for_suffixes(base[dot:].lower() if dot > 0 else "")
+
+
+@functools.lru_cache(maxsize=512)
+def _type_for_suffixes(suffixes: str) -> str:
+    guessed, _ = mimetypes.guess_type("x" + suffixes, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE

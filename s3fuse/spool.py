@@ -87,13 +87,13 @@ class SpoolEntry:
     def hashed_md5(self) -> str | None:
         return self._md5.hexdigest() if self._hashed == self.size else None
 
-    @property
-    def data_path(self) -> str:
-        return os.path.join(self.spool.dir, self.id + ".data")
+    data_path: str = ""
+    journal_path: str = ""
+    _journaled: bool = False  # a journal file exists
 
-    @property
-    def journal_path(self) -> str:
-        return os.path.join(self.spool.dir, self.id + ".json")
+    def __post_init__(self) -> None:
+        self.data_path = os.path.join(self.spool.dir, self.id + ".data")
+        self.journal_path = os.path.join(self.spool.dir, self.id + ".json")
 
     @property
     def dirty(self) -> bool:
@@ -101,6 +101,7 @@ class SpoolEntry:
 
     # -------------------------------------------------------------- data
     def write(self, off: int, buf: bytes) -> int:
+        self.touch()  # journal first: bytes S3 has not acknowledged are never unjournaled
         try:
             n = os.pwrite(self.fd, buf, off)
         except OSError as e:
@@ -119,20 +120,19 @@ class SpoolEntry:
         else:
             self._hashed = -1  # overwrite or hole: re-hash from the file at upload
         self.size = max(self.size, off + n)
-        self.touch()
         return n
 
     def read(self, off: int, size: int) -> bytes:
         return os.pread(self.fd, size, off)
 
     def truncate(self, size: int) -> None:
+        self.touch()
         os.ftruncate(self.fd, size)
         if size == 0:
             self._md5, self._hashed = hashlib.md5(), 0
         elif size != self._hashed:
             self._hashed = -1
         self.size = size
-        self.touch()
 
     def touch(self) -> None:
         """Mark the spooled content as changed (a new dirty generation)."""
@@ -157,8 +157,10 @@ class SpoolEntry:
     ) -> None:
         self.state = state
         if state == CLEAN:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.journal_path)
+            if self._journaled:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.journal_path)
+                self._journaled = False
             return
         record = {
             "key": self.key,
@@ -168,22 +170,28 @@ class SpoolEntry:
             "conditions": conditions or {},
         }
         data = json.dumps(record, default=_json_default).encode()
-        tmp = self.journal_path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The first journal is written in place: until it is complete the data file is
+        # empty, and recovery moves an entry with an unreadable journal to recovered/.
+        # Later states replace it atomically (a torn CLOSING record must not be lost).
+        path = self.journal_path + ".tmp" if self._journaled else self.journal_path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write to the spool journal")
         finally:
             os.close(fd)
-        os.replace(tmp, self.journal_path)
+        if self._journaled:
+            os.replace(path, self.journal_path)
+        self._journaled = True
 
     def close(self) -> None:
         """Drop the local copy (only once S3 has it, or the file was deleted)."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
-        for p in (self.data_path, self.journal_path):
+        for p in (self.data_path, self.journal_path) if self._journaled else (self.data_path,):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
+        self._journaled = False
 
 
 class Spool:
