@@ -210,6 +210,7 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery:
                 self.fs.nursery = nursery  # read-ahead runs here
+                self.spool.nursery = nursery  # and the hashing of large writes
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._announce, ready)
                 await pyfuse3.main()

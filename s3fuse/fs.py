@@ -964,7 +964,7 @@ class S3Fs(pyfuse3.Operations):
         node = h.node
         entry = await self._spool_entry(node, keep_content=True)
         async with entry.lock:
-            n = entry.write(off, buf)
+            n = await entry.write(off, buf)
         node.attrs.size = entry.size
         node.attrs.mtime_ns = meta.now_ns()
         return n

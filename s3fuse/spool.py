@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from .errors import FsError, StoreError
+from .hashing import Hasher
 from .store import CORRUPTED, PutResult, Store
 
 log = logging.getLogger(__name__)
@@ -78,20 +79,21 @@ class SpoolEntry:
     uploaded_gen: int = 0
     state: str = CLEAN
     lock: trio.Lock = field(default_factory=trio.Lock)
-    _md5: Any = field(default_factory=hashlib.md5)
-    _hashed: int = 0  # bytes [0, _hashed) are in _md5; -1 when the hash is invalid
+    _hashed: int = 0  # bytes [0, _hashed) went to _hasher; -1 when the hash is invalid
     last_md5: str | None = None  # hex MD5 of the last acknowledged upload
     base_etag: str | None = None  # ETag of the stored version this content started from
     write_error: int | None = None  # a write failed (spool full): never upload this content
 
-    def hashed_md5(self) -> str | None:
-        return self._md5.hexdigest() if self._hashed == self.size else None
+    async def hashed_md5(self) -> bytes | None:
+        """The MD5 computed while the data arrived (None: written out of sequence)."""
+        return await self._hasher.digest() if self._hashed == self.size else None
 
     data_path: str = ""
     journal_path: str = ""
     _journaled: bool = False  # a journal file exists
 
     def __post_init__(self) -> None:
+        self._hasher = Hasher(self.spool.nursery)
         self.data_path = os.path.join(self.spool.dir, self.id + ".data")
         self.journal_path = os.path.join(self.spool.dir, self.id + ".json")
 
@@ -100,7 +102,7 @@ class SpoolEntry:
         return self.dirty_gen != self.uploaded_gen
 
     # -------------------------------------------------------------- data
-    def write(self, off: int, buf: bytes) -> int:
+    async def write(self, off: int, buf: bytes) -> int:
         self.touch()  # journal first: bytes S3 has not acknowledged are never unjournaled
         try:
             n = os.pwrite(self.fd, buf, off)
@@ -115,8 +117,8 @@ class SpoolEntry:
                 self.write_error = e.errno
             raise
         if self._hashed == off:
-            self._md5.update(buf[:n])
             self._hashed += n
+            await self._hasher.add(buf if n == len(buf) else buf[:n])
         else:
             self._hashed = -1  # overwrite or hole: re-hash from the file at upload
         self.size = max(self.size, off + n)
@@ -129,7 +131,7 @@ class SpoolEntry:
         self.touch()
         os.ftruncate(self.fd, size)
         if size == 0:
-            self._md5, self._hashed = hashlib.md5(), 0
+            self._hasher, self._hashed = Hasher(self.spool.nursery), 0
         elif size != self._hashed:
             self._hashed = -1
         self.size = size
@@ -144,8 +146,9 @@ class SpoolEntry:
         self._hashed = -1
 
     async def digest(self) -> bytes:
-        if self._hashed == self.size:
-            return bytes(self._md5.digest())
+        md5 = await self.hashed_md5()
+        if md5 is not None:
+            return md5
         return await trio.to_thread.run_sync(_md5_of_file, self.data_path)
 
     # -------------------------------------------------------------- journal
@@ -218,6 +221,9 @@ class Spool:
         self._ids = itertools.count(1)
         self._lock_fd = -1
         self.failed: dict[str, str] = {}  # key -> last upload error, for status
+        # where spool entries hash their data in the background (set by the daemon;
+        # without it, data is hashed as it is written)
+        self.nursery: trio.Nursery | None = None
 
     # -------------------------------------------------------------- set-up
     def open(self) -> None:
@@ -297,7 +303,9 @@ class Spool:
             self.failed.pop(entry.key, None)
             entry.uploaded_gen = gen
             entry.base_etag = res.etag
-            entry.last_md5 = md5.hex() if md5 is not None else entry.hashed_md5()
+            if md5 is None:
+                md5 = await entry.hashed_md5()
+            entry.last_md5 = md5.hex() if md5 is not None else None
             if not entry.dirty:
                 entry.set_state(CLEAN)
             log.debug("stored %r (%d bytes, etag %s)", entry.key, entry.size, res.etag)

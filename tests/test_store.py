@@ -114,14 +114,14 @@ def test_spool_incremental_md5_and_journal(
         e.touch()
         data = os.urandom(200_000)
         for off in range(0, len(data), 65536):
-            e.write(off, data[off : off + 65536])
+            await e.write(off, data[off : off + 65536])
         assert e._hashed == len(data)  # hashed while written, not re-read at close
         res = await spool.commit(e, {})
         assert res is not None and res.etag == hashlib.md5(data).hexdigest()
         assert not os.path.exists(e.journal_path)  # acknowledged: no journal
         assert await spool.commit(e, {}) is None  # idempotent per dirty generation
         # a random-access write invalidates the running hash, the upload is still right
-        e.write(10, b"XYZ")
+        await e.write(10, b"XYZ")
         assert e._hashed == -1
         res = await spool.commit(e, {})
         want = data[:10] + b"XYZ" + data[13:]
@@ -130,6 +130,44 @@ def test_spool_incremental_md5_and_journal(
         e.close()
 
     trio.run(go)
+    spool.close()
+
+
+def test_spool_hashes_large_writes_in_the_background(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """1 MiB chunks are hashed by a worker thread while more arrive; more than the
+    window waits; the digest at close is the MD5 of the whole file; a cancelled hashing
+    task makes the upload re-read the spool file instead of sending a wrong MD5."""
+    store = make_store(proxy.url, bucket)
+    spool = Spool(str(tmp_path / "sp"), store)
+    spool.open()
+    data = os.urandom(20 << 20)
+
+    async def go() -> None:
+        async with trio.open_nursery() as nursery:
+            spool.nursery = nursery
+            e = spool.new("big")
+            for off in range(0, len(data), 1 << 20):
+                await e.write(off, data[off : off + (1 << 20)])
+            assert await e.hashed_md5() == hashlib.md5(data).digest()
+            res = await spool.commit(e, {})
+            assert res is not None and res.etag == hashlib.md5(data).hexdigest()
+            e.close()
+            # hashing interrupted (at whatever point the cancel lands): the upload's MD5
+            # is still that of the bytes written
+            f = spool.new("cut")
+            with trio.CancelScope() as scope:
+                for off in range(0, 4 << 20, 1 << 20):
+                    await f.write(off, data[off : off + (1 << 20)])
+                scope.cancel()
+                await f._hasher._idle.wait()
+            res = await spool.commit(f, {})
+            assert res is not None and res.etag == hashlib.md5(data[: 4 << 20]).hexdigest()
+            f.close()
+
+    trio.run(go)
+    assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == len(data)
     spool.close()
 
 
@@ -152,12 +190,12 @@ def test_spool_recovery_classifies(
     spool = Spool(str(tmp_path / "sp"), store)
     spool.open()
     closing = spool.new("was/closing")
-    closing.write(0, b"closed data")
+    trio.run(closing.write, 0, b"closed data")
     closing.set_state(CLOSING, {"Metadata": {"mode": "33261"}})
     still_open = spool.new("was/open")
-    still_open.write(0, b"partial")
+    trio.run(still_open.write, 0, b"partial")
     stored = spool.new("was/stored")
-    stored.write(0, b"done")
+    trio.run(stored.write, 0, b"done")
     stored.set_state("clean")
     spool.close()
 
