@@ -75,6 +75,7 @@ class MountConfig:
     cache_ttl: float = 10.0
     kernel_ttl: float = 1.0
     checksum: str = "when_required"
+    sign_payload: bool = False  # SHA-256 of bodies in the signature (see README)
     retries: int = 5
     retry_window: float = 30.0  # seconds an upload keeps retrying an unreachable/5xx server
     connect_timeout: float = 10.0

@@ -72,6 +72,7 @@ def store_config(cfg: MountConfig, *, attempts: int | None = None) -> StoreConfi
         profile=cfg.profile,
         addressing_style=cfg.addressing_style,
         checksum=cfg.checksum,
+        sign_payload=cfg.sign_payload,
         max_attempts=attempts or cfg.retries,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,

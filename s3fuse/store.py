@@ -45,6 +45,10 @@ class StoreConfig:
     profile: str | None = None
     addressing_style: str = "auto"  # path | virtual | auto
     checksum: str = "when_required"  # botocore request_checksum_calculation
+    # SHA-256 of every body in the SigV4 signature: botocore does it over plain http;
+    # every body s3fuse sends carries a signed Content-MD5, which protects it as well
+    # (what botocore relies on over https), so by default the payload goes unsigned
+    sign_payload: bool = False
     max_attempts: int = 5  # botocore standard retry mode, first try included
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -121,10 +125,22 @@ class Stats:
             self.bytes_downloaded += down
 
 
-# botocore sends "Expect: 100-continue" with every file-like body and waits for the
-# server's go-ahead: one round trip more per PutObject. Bodies up to this size are read
-# into memory (at most upload_threads of them at once) and sent without it.
-INLINE_BODY = 1 << 20
+# botocore sends "Expect: 100-continue" with every PutObject/UploadPart body and waits
+# for the server's go-ahead: a round trip more. Bodies up to this size go without it
+# (for a large body it still pays: a refused request does not send the body first).
+SMALL_BODY = 1 << 20
+
+
+def _no_continue_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
+    headers = params.get("headers", {})
+    if "Expect" not in headers:
+        return
+    try:
+        length = int(headers.get("Content-Length", -1))
+    except (TypeError, ValueError):
+        return
+    if 0 <= length <= SMALL_BODY:
+        del headers["Expect"]
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -158,7 +174,10 @@ class Store:
             config=Config(
                 max_pool_connections=pool,
                 retries={"mode": "standard", "max_attempts": cfg.max_attempts},
-                s3={"addressing_style": cfg.addressing_style},
+                s3={
+                    "addressing_style": cfg.addressing_style,
+                    "payload_signing_enabled": cfg.sign_payload,
+                },
                 request_checksum_calculation=cfg.checksum,
                 response_checksum_validation="when_required",
                 connect_timeout=cfg.connect_timeout,
@@ -167,6 +186,7 @@ class Store:
             ),
         )
         self._client.meta.events.register("after-call.s3", self._after_call)
+        self._client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
         # SSE-C: every request that touches object data carries the customer key;
         # botocore adds its MD5 and base64-encodes it.
         self._ssec: dict[str, Any] = {}
@@ -393,15 +413,12 @@ class Store:
         content_md5 = base64.b64encode(md5).decode("ascii")
 
         def do() -> PutResult:
-            payload = body
             if not isinstance(body, bytes):
                 body.seek(0)
-                if size <= INLINE_BODY:
-                    payload = body.read(size + 1)
             r = self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
-                Body=payload,
+                Body=body,
                 ContentLength=size,
                 ContentMD5=content_md5,
                 **headers,

@@ -39,9 +39,20 @@ def test_put_sends_content_md5_and_checks_etag(proxy: RecordingProxy, bucket: st
     assert puts[0].body_md5 == md5.hex()
     # plain Content-MD5 only: no flexible-checksum headers by default
     assert not [h for h in puts[0].headers if h.startswith("x-amz-checksum")]
+    # the signed Content-MD5 protects the body: no second pass over it for SHA-256
+    assert puts[0].headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert "expect" not in puts[0].headers  # a small body is sent without 100-continue
     head = s3.head_object(Bucket=bucket, Key="dir/a.bin")
     assert head["Metadata"] == {"mode": "33188"}
     assert s3.get_object(Bucket=bucket, Key="dir/a.bin")["Body"].read() == body
+    signed = make_store(proxy.url, bucket, sign_payload=True)
+    trio.run(lambda: signed.put("dir/b.bin", body, md5=md5, size=len(body), headers={}))
+    sha = proxy.requests("PUT", "/dir/b.bin")[0].headers["x-amz-content-sha256"]
+    assert sha == hashlib.sha256(body).hexdigest()
+    big = os.urandom(3 << 20)  # a large body still waits for the server's go-ahead
+    trio.run(lambda: store.put("dir/c.bin", big, md5=hashlib.md5(big).digest(), size=len(big),
+                               headers={}))  # fmt: skip
+    assert proxy.requests("PUT", "/dir/c.bin")[0].headers["expect"] == "100-continue"
 
 
 def test_put_with_wrong_md5_is_an_error(proxy: RecordingProxy, bucket: str) -> None:
