@@ -48,6 +48,7 @@ class Stream:
         self.error: BaseException | None = None
         self.closed = False
         self.window = START_WINDOW
+        self.active: list[int] = []  # offsets of reads under way: their bytes stay
         self._changed = trio.Event()
         nursery.start_soon(self._pump)
 
@@ -73,9 +74,10 @@ class Stream:
                     self.offsets.append(self.filled)
                     self.pieces.append(data)
                     self.filled += len(data)
-                    while self.offsets and self.offsets[0] + len(self.pieces[0]) <= (
-                        self.want - KEEP
-                    ):
+                    # the kernel reads ahead in parallel: a read may still wait for
+                    # bytes far behind the newest one
+                    floor = min([self.want - KEEP, *self.active])
+                    while self.offsets and self.offsets[0] + len(self.pieces[0]) <= floor:
                         self.base += len(self.pieces[0])
                         del self.offsets[0], self.pieces[0]
                     self._notify()
@@ -89,6 +91,13 @@ class Stream:
         return self.error is None and self.base <= off <= self.filled + WINDOW
 
     async def read(self, off: int, size: int) -> bytes:
+        self.active.append(off)
+        try:
+            return await self._read(off, size)
+        finally:
+            self.active.remove(off)
+
+    async def _read(self, off: int, size: int) -> bytes:
         end = min(off + size, self.end)
         if end > self.want:
             self.want = end
@@ -101,6 +110,8 @@ class Stream:
             assert self.error is not None
             raise self.error
         i = bisect.bisect_right(self.offsets, off) - 1
+        if i < 0 or off < self.base:  # dropped meanwhile (never expected): read directly
+            raise StoreError("ReadAheadMissed", f"bytes at {off} left the window", key=self.key)
         out = []
         pos = off
         while pos < end:

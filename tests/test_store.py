@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from s3fuse.errors import StoreError
+from s3fuse.readahead import Reader
 from s3fuse.spool import CLOSING, OPEN, Spool
 from s3fuse.store import Store, StoreConfig
 from tests.servers import RecordingProxy, free_port
@@ -223,3 +224,48 @@ def test_spool_recovery_classifies(
     left = [n for n in os.listdir(again.dir) if n.endswith((".data", ".json"))]
     assert left == []
     again.close()
+
+
+def test_read_ahead_serves_parallel_out_of_order_reads(
+    proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """The kernel reads ahead with several READs in flight (more with a larger bdi
+    read_ahead_kb): a read far behind the newest must still get its own bytes."""
+    store = make_store(proxy.url, bucket)
+    data = os.urandom(48 << 20)
+    s3.put_object(Bucket=bucket, Key="ra.bin", Body=data)
+    proxy.clear()
+
+    async def go() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def fetch(start: int, end: int, whole: bool) -> bytes:
+                return await store.get_range("ra.bin", start, end)
+
+            reader = Reader(store, "ra.bin", len(data), fetch, nursery)
+            step = 1 << 20
+            assert await reader.read(0, step) == data[:step]  # the first read starts a stream
+            got: dict[int, bytes] = {}
+
+            async def one(off: int) -> None:
+                got[off] = await reader.read(off, step)
+
+            for group in range(step, len(data), 4 * step):  # then 4 at once, newest first
+                async with trio.open_nursery() as reads:
+                    for off in reversed(range(group, min(group + 4 * step, len(data)), step)):
+                        reads.start_soon(one, off)
+                        await trio.sleep(0.01)  # arrive in this order
+            assert len(proxy.requests("GET", "/ra.bin")) <= 2, "served by one stream"
+            # far out of order (more than the stream keeps): still the right bytes
+            reader.close()
+            reader = Reader(store, "ra.bin", len(data), fetch, nursery)
+            await reader.read(0, step)
+            async with trio.open_nursery() as reads:  # all waiting at once
+                for off in reversed(range(step, 24 * step, 3 * step)):
+                    reads.start_soon(one, off)
+            reader.close()
+            assert len(got) == 47
+            for off, chunk in got.items():
+                assert chunk == data[off : off + step], f"wrong bytes at {off}"
+
+    trio.run(go)
