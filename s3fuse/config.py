@@ -98,6 +98,7 @@ class MountConfig:
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
     # bytes; files this large use multipart upload. Measured (benchmarks/RESULTS.md): one
     # PutObject of 256 MiB ran at 128 MB/s, multipart at 60-72 MB/s on the same server
+    read_ahead_kb: int = 1024  # the kernel's read-ahead for the mount (0: its default)
     multipart_threshold: int = 512 << 20
     part_size: int = 16 << 20
     ready_fd: int | None = None  # internal: the background parent's pipe

@@ -17,7 +17,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from . import runtime, status
+from . import kernel, runtime, status
 from .config import ConfigError, MountConfig, load_sse_c_key
 from .errors import StoreError
 from .fs import FsConfig, S3Fs
@@ -186,6 +186,7 @@ class Daemon:
         self.started = time.time()
         # resolved now, before the mount exists (see runtime.write_state)
         self._state_path = runtime.state_path(cfg.mountpoint)
+        self._mount_path = os.path.realpath(cfg.mountpoint)
         self._unmounting = False
 
     def fuse_options(self) -> set[str]:
@@ -248,6 +249,8 @@ class Daemon:
     async def _announce(self, ready: Any) -> None:
         # The mount is usable once a stat of it is answered (by this very loop).
         await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)
+        # after the kernel's INIT handshake, which sets the window to its default
+        kernel.set_read_ahead(self._mount_path, self.cfg.read_ahead_kb)
         runtime.write_state(self._state_path, self._state())
         log.info(
             "mounted s3://%s/%s at %s (spool %s)",

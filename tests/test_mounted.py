@@ -8,11 +8,13 @@ import hashlib
 import os
 import stat
 import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from s3fuse import kernel
 from tests.conftest import Mount
 from tests.servers import RecordingProxy
 
@@ -321,3 +323,17 @@ def test_auto_metadata_outside_the_sample_shows_once_looked_at(
     r = s3.head_object(Bucket=mnt.bucket, Key="d/odd2")
     assert int(r["Metadata"]["mode"]) == stat.S_IFREG | 0o700
     assert stat.S_IMODE(os.stat(mnt / "d/odd2").st_mode) == 0o700
+
+
+def test_kernel_read_ahead_window_is_raised(
+    mount_factory: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Sequential readers get 1 MiB READs (the kernel's default window is 128 KiB)."""
+    m = mount_factory(bucket)
+    dev = kernel.device_of(os.path.realpath(m.path))
+    assert dev is not None
+    assert Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text().strip() == "1024"
+    m.unmount()
+    m2 = mount_factory(bucket, "-o", "read_ahead_kb=0", root=tmp_path / "other")
+    dev = kernel.device_of(os.path.realpath(m2.path))
+    assert Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text().strip() == "128"

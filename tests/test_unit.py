@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import errno
 import stat
+from pathlib import Path
 
 import pytest
 
-from s3fuse import meta
+from s3fuse import kernel, meta
 from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
 from s3fuse.errors import StoreError, errno_for
 from s3fuse.keys import KeyMap, NameError_, decode_name, listable_name, normalize_prefix
@@ -197,3 +198,16 @@ def test_attrs_option_and_its_old_name() -> None:
     apply_options(cfg, ["attrs=exact"])
     assert cfg.attrs == "exact"
     cfg.validate()
+
+
+def test_mountinfo_device_lookup(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "40 22 0:39 / /mnt/my\\040bucket rw,nosuid - fuse.s3fuse s3fuse:b rw\n"
+        "41 22 0:40 / /mnt/other rw - fuse.sshfs host: rw\n"
+        "42 22 0:45 / /mnt/my\\040bucket rw,nosuid - fuse.s3fuse s3fuse:b rw\n"
+    )
+    assert kernel.device_of("/mnt/my bucket", str(info)) == "0:45"  # the newest mount
+    assert kernel.device_of("/mnt/other", str(info)) is None  # not ours
+    assert kernel.device_of("/nowhere", str(info)) is None
