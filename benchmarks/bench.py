@@ -304,7 +304,8 @@ class Workload:
     higher_is_better: bool
     fs_run: Callable[[Bench, Target], Result]
     boto_run: Callable[[Bench], Result]
-    results: dict[str, Result] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)  # the median run of each
+    runs: dict[str, list[Result]] = field(default_factory=dict)  # every run, round by round
 
 
 def median(rs: list[Result]) -> Result:
@@ -726,11 +727,17 @@ def fmt(r: Result | None, unit: str) -> str:
 
 
 def ratio(w: Workload, a: str, b: str) -> str:
+    """a against b in "better" terms: the median of the ratios of runs made in the same
+    round (a and b ran minutes apart at most, so drift of the machine cancels out)."""
     ra, rb = w.results.get(a), w.results.get(b)
-    if not ra or not rb or not ra.ok or not rb.ok or ra.value <= 0 or rb.value <= 0:
+    if not ra or not rb or not ra.ok or not rb.ok:
         return "-"
-    x = ra.value / rb.value if w.higher_is_better else rb.value / ra.value
-    return f"{x:.2f}x"
+    pairs = [(x.value, y.value) for x, y in zip(w.runs.get(a, []), w.runs.get(b, []))
+             if x.value > 0 and y.value > 0]  # fmt: skip
+    if not pairs:
+        return "-"
+    xs = sorted(x / y if w.higher_is_better else y / x for x, y in pairs)
+    return f"{xs[len(xs) // 2]:.2f}x"
 
 
 def report(ws: list[Workload], names: list[str], sizes: Sizes) -> str:
@@ -815,6 +822,7 @@ def main() -> int:
                     print(f"[bench] {w.name:9} {'boto3':12} #{rep + 1} {fmt(r, w.unit)} {w.unit}",
                           file=sys.stderr)  # fmt: skip
                     server.empty_all()
+            w.runs = runs
             w.results = {name: median(rs) for name, rs in runs.items()}
     finally:
         stop.set()
