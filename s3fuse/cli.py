@@ -27,6 +27,15 @@ Every long option also works as -o name=value (fstab style), e.g.
   -o endpoint_url=http://127.0.0.1:9000,region=us-east-1,ro
 Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are ignored.
 
+-o only (details in README.md, "Options"):
+  attrs=auto|exact|listing   ls -l attributes: a sample per directory decides (auto),
+                             a HEAD per entry (exact), listings only (listing)
+  conflict=off|detect        conditional writes: never overwrite another writer's update
+  storage_class=, sse=, sse_kms_key_id=, sse_bucket_key=, acl=, sse_c_key_file=
+                             header defaults of every upload (xattrs user.s3.* win)
+  uid=, gid=, umask=, allow_other, kernel_ttl=, read_ahead_kb=, sign_payload,
+  multipart_threshold=, part_size=, retry_window=, connect_timeout=, read_timeout=
+
 examples:
   s3fuse mount my-bucket /mnt/s3
   s3fuse mount my-bucket:backups/host1 /mnt/backup --endpoint-url http://127.0.0.1:9000

@@ -211,3 +211,18 @@ def test_mountinfo_device_lookup(tmp_path: Path) -> None:
     assert kernel.device_of("/mnt/my bucket", str(info)) == "0:45"  # the newest mount
     assert kernel.device_of("/mnt/other", str(info)) is None  # not ours
     assert kernel.device_of("/nowhere", str(info)) is None
+
+
+def test_mount_help_names_only_real_options() -> None:
+    """The -o-only list in `s3fuse mount --help` names existing options (docs kept honest)."""
+    import dataclasses
+    import re
+
+    from s3fuse.cli import MOUNT_HELP
+
+    section = MOUNT_HELP.split("-o only")[1].split("examples:")[0]
+    named = set(re.findall(r"\b([a-z][a-z_]+)(?==|\b(?=[,\s]))", section))
+    fields = {f.name for f in dataclasses.fields(MountConfig)}
+    listed = {n for n in named if "_" in n or n in fields}
+    assert {"attrs", "conflict", "sign_payload", "read_ahead_kb", "umask"} <= listed
+    assert listed <= fields, listed - fields
