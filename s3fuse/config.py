@@ -56,6 +56,7 @@ IGNORED_OPTIONS = {
 
 ADDRESSING = ("auto", "path", "virtual")
 CHECKSUM = ("when_required", "when_supported")
+ATTRS = ("exact", "auto", "listing")
 
 
 @dataclass
@@ -147,8 +148,8 @@ class MountConfig:
                     raise ValueError
             except ValueError:
                 raise ConfigError(f"umask={self.umask!r}: expected octal, e.g. 022") from None
-        if self.attrs not in ("exact", "auto", "listing"):
-            raise ConfigError(f"attrs={self.attrs!r}: allowed exact, auto, listing")
+        if self.attrs not in ATTRS:
+            raise ConfigError(f"attrs={self.attrs!r}: allowed {', '.join(ATTRS)}")
         if self.conflict not in ("off", "detect"):
             raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
         if self.part_size < 5 << 20:

@@ -42,7 +42,6 @@ BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
 BULK_CONCURRENCY = 16
 BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
 SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
-ATTRS_MODES = ("exact", "auto", "listing")
 
 
 def handler(
@@ -184,6 +183,11 @@ class S3Fs(pyfuse3.Operations):
             raise fuse_error(errno.ENOENT)
         return node
 
+    def _known(self, path: str) -> Node | None:
+        """The node that path names now, if the inode table has one."""
+        ino = self.by_path.get(path)
+        return self.nodes.get(ino) if ino is not None else None
+
     def _fresh(self, node: Node) -> bool:
         """Whether the node's attributes can be answered without asking S3. Attributes
         from a listing alone lack s3fuse's metadata (mode, owner, mtime): never fresh."""
@@ -217,8 +221,7 @@ class S3Fs(pyfuse3.Operations):
         listed: bool = False,
     ) -> Node:
         """The node for path, created or updated with what we just learned."""
-        ino = self.by_path.get(path)
-        node = self.nodes.get(ino) if ino is not None else None
+        node = self._known(path)
         if node is not None and stat.S_IFMT(node.attrs.mode) != stat.S_IFMT(attrs.mode):
             # a new inode: the kernel refuses an inode whose type changes
             self._detach(node)
@@ -380,8 +383,7 @@ class S3Fs(pyfuse3.Operations):
 
     async def _resolve(self, path: str) -> Node:
         """The node for an existing path, or FUSEError(ENOENT)."""
-        ino = self.by_path.get(path)
-        node = self.nodes.get(ino) if ino is not None else None
+        node = self._known(path)
         if node is not None and self._fresh(node):
             return node
         if self.cache.is_negative(path):
@@ -403,8 +405,7 @@ class S3Fs(pyfuse3.Operations):
                     node.fetched = time.monotonic()
                     return node
                 if await self._listing_will_do(parent, listing, name):
-                    ino = self.by_path.get(path)
-                    node = self.nodes.get(ino) if ino is not None else None
+                    node = self._known(path)
                     if node is not None and node.full and self._fresh(node):
                         return node  # HEADed by the sample
                     return self._listed_node(path, child)
@@ -460,8 +461,7 @@ class S3Fs(pyfuse3.Operations):
         if not names:
             return "plain"
         step = max(1, len(names) // SAMPLE)
-        picks = dict.fromkeys(([name] if name else []) + names[::step])
-        picks = dict.fromkeys(list(picks)[:SAMPLE])
+        picks = list(dict.fromkeys(([name] if name else []) + names[::step]))[:SAMPLE]
         found: list[Node] = []
 
         async def one(n: str) -> None:
@@ -484,8 +484,7 @@ class S3Fs(pyfuse3.Operations):
         the bulk fetch."""
         while (ev := self._inflight.get(path)) is not None:
             await ev.wait()
-            ino = self.by_path.get(path)
-            node = self.nodes.get(ino) if ino is not None else None
+            node = self._known(path)
             if node is not None and self._fresh(node):
                 return node
         ev = self._inflight[path] = trio.Event()
@@ -512,8 +511,7 @@ class S3Fs(pyfuse3.Operations):
         todo = []
         for name, child in listing.children.items():
             path = join(parent, name)
-            ino = self.by_path.get(path)
-            node = self.nodes.get(ino) if ino is not None else None
+            node = self._known(path)
             if node is None or not self._fresh(node):
                 todo.append((path, child))
         self.nursery.start_soon(self._bulk_attrs, todo)
@@ -523,8 +521,7 @@ class S3Fs(pyfuse3.Operations):
 
         async def one(path: str, child: Child) -> None:
             async with limit:
-                ino = self.by_path.get(path)
-                node = self.nodes.get(ino) if ino is not None else None
+                node = self._known(path)
                 if node is not None and self._fresh(node):
                     return  # a lookup got there first
                 with contextlib.suppress(Exception):  # a lookup that needs it asks again
@@ -707,8 +704,7 @@ class S3Fs(pyfuse3.Operations):
         entries: dict[str, Node] = {}
         for name, child in listing.children.items():
             path = join(node.path, name)
-            ino = self.by_path.get(path)
-            known = self.nodes.get(ino) if ino is not None else None
+            known = self._known(path)
             if (
                 known is not None
                 and known.is_dir == child.is_dir
