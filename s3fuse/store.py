@@ -355,12 +355,13 @@ class Store:
         return await self._run(self.upload_limiter, "GetObject", key, do)
 
     async def open_stream(self, key: str, start: int, end: int) -> Any:
-        """A GET of bytes [start, end) whose body is read piece by piece (read_stream)."""
+        """A GET of bytes [start, end) whose body is read piece by piece (read_stream).
+        From 0 it is a plain GET (no Range): servers that slice ranges out of a copy of the
+        whole object (moto) answer it without that copy; the reader stops at `end` anyway."""
+        extra = {"Range": f"bytes={start}-{end - 1}"} if start else {}
 
         def do() -> Any:
-            r = self._client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._ssec
-            )
+            r = self._client.get_object(Bucket=self.bucket, Key=key, **extra, **self._ssec)
             return r["Body"]
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
