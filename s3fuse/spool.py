@@ -42,6 +42,10 @@ CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
              "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
 
+# Files up to this size are read from the spool into memory for the PutObject: cheaper than
+# a file object for botocore to seek and read (most files written through a mount are small)
+SMALL_BODY = 1 << 20
+
 OPEN = "open"
 CLOSING = "closing"
 CLEAN = "clean"
@@ -290,9 +294,10 @@ class Spool:
             gen = entry.dirty_gen
             entry.set_state(CLOSING, headers, conditions)
             md5 = await entry.digest() if entry.size < self.multipart_threshold else None
+            data = os.pread(entry.fd, entry.size, 0) if entry.size <= SMALL_BODY else None
             try:
                 res = await self.send(entry.key, entry.data_path, entry.size, headers,
-                                      conditions, md5=md5)  # fmt: skip
+                                      conditions, md5=md5, data=data)  # fmt: skip
             except StoreError as e:
                 self.failed[entry.key] = f"{e.code}: {e.message}"
                 log.error(
@@ -320,17 +325,20 @@ class Spool:
         conditions: dict[str, str] | None,
         *,
         md5: bytes | None = None,
+        data: bytes | None = None,
     ) -> PutResult:
         """The bytes of a spool file to S3: one PutObject with Content-MD5 below the
         multipart threshold, else a multipart upload with per-part MD5. Bytes that S3
         rejects as corrupted (BadDigest) or stores with another MD5 are sent again from
-        the spool, a bounded number of times."""
+        the spool, a bounded number of times. `data`: the file's bytes, read already."""
         progress = self.in_flight[key] = [0, size]
         deadline = time.monotonic() + self.retry_window
         delay = 0.5
         while True:
             try:
-                return await self._send_once(key, path, size, headers, conditions, md5, progress)
+                return await self._send_once(
+                    key, path, size, headers, conditions, md5, progress, data
+                )
             except StoreError as e:
                 if e.code not in TRANSIENT or time.monotonic() + delay > deadline:
                     raise
@@ -350,6 +358,7 @@ class Spool:
         conditions: dict[str, str] | None,
         md5: bytes | None,
         progress: list[int],
+        data: bytes | None = None,
     ) -> PutResult:
         self.in_flight[key] = progress
         progress[0] = 0
@@ -363,7 +372,8 @@ class Spool:
             md5 = await trio.to_thread.run_sync(_md5_of_file, path)
         for attempt in range(1, PUT_ATTEMPTS + 1):
             try:
-                with open(path, "rb") as body:
+                with contextlib.ExitStack() as stack:
+                    body = data if data is not None else stack.enter_context(open(path, "rb"))
                     res = await self.store.put(
                         key, body, md5=md5, size=size,
                         headers={**headers, **(conditions or {})},
