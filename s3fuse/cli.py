@@ -30,6 +30,7 @@ Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are igno
 -o only (details in README.md, "Options"):
   attrs=auto|exact|listing   ls -l attributes: a sample per directory decides (auto),
                              a HEAD per entry (exact), listings only (listing)
+  meta_cache=1|0             attrs=auto keeps HEAD answers across mounts (spool dir)
   conflict=off|detect        conditional writes: never overwrite another writer's update
   storage_class=, sse=, sse_kms_key_id=, sse_bucket_key=, acl=, sse_c_key_file=
                              header defaults of every upload (xattrs user.s3.* win)

@@ -96,6 +96,7 @@ class MountConfig:
     sse_c_key_file: str | None = None  # SSE-C: a 0600 file with the 256-bit key
     # exact | auto | listing: where ls -l's attributes come from (README, Performance)
     attrs: str = "auto"
+    meta_cache: bool = True  # attrs=auto keeps HEAD answers in the spool dir (metacache.py)
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
     # bytes; files this large use multipart upload. Measured (benchmarks/RESULTS.md): one
     # PutObject of 256 MiB ran at 128 MB/s, multipart at 60-72 MB/s on the same server

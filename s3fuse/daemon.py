@@ -23,6 +23,7 @@ from .errors import StoreError
 from .fs import FsConfig, S3Fs
 from .keys import KeyMap
 from .meta import Defaults
+from .metacache import MetaCache
 from .spool import Spool, SpoolError
 from .store import Store, StoreConfig
 
@@ -189,6 +190,14 @@ class Daemon:
         self._mount_path = os.path.realpath(cfg.mountpoint)
         self._unmounting = False
 
+    def open_meta_cache(self) -> None:
+        """HEAD answers kept across mounts (attrs=auto; -o meta_cache=0 turns it off)."""
+        if self.cfg.attrs != "auto" or not self.cfg.meta_cache:
+            return
+        cache = MetaCache(os.path.join(self.spool.dir, "meta.db"))
+        cache.open()
+        self.fs.meta_cache = cache if cache.enabled else None
+
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options)
         opts |= {f"fsname=s3fuse:{self.cfg.bucket}", "subtype=s3fuse"}
@@ -317,6 +326,7 @@ def run_foreground(cfg: MountConfig) -> int:
         daemon = Daemon(cfg)
         try:
             daemon.spool.open()
+            daemon.open_meta_cache()
         except SpoolError as e:
             raise StartError("VALIDATION_ERROR", str(e)) from None
         except OSError as e:
@@ -338,6 +348,8 @@ def run_foreground(cfg: MountConfig) -> int:
         report(f"ERROR MOUNT_FAILED {msg}")
         return 1
     finally:
+        if daemon.fs.meta_cache is not None:
+            daemon.fs.meta_cache.close()
         daemon.spool.close()
     report("ERROR MOUNT_FAILED the daemon stopped before the mount was ready")
     return 0

@@ -27,6 +27,7 @@ from .cache import Caches, Child, DirListing
 from .errors import FsError, StoreError, hint_for
 from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
+from .metacache import MetaCache
 from .readahead import Reader
 from .spool import CLEAN, CONFLICT, Spool, SpoolEntry
 from .store import ObjectInfo, PutResult, Store
@@ -157,6 +158,7 @@ class S3Fs(pyfuse3.Operations):
         self.cfg = cfg
         self.nursery: trio.Nursery  # set by the daemon before the first request
         self.cache = Caches(cfg.cache_ttl)
+        self.meta_cache: MetaCache | None = None  # HEAD answers across mounts (attrs=auto)
         self._inflight: dict[str, trio.Event] = {}
         self.nodes: dict[int, Node] = {}
         self.by_path: dict[str, int] = {}
@@ -351,7 +353,37 @@ class S3Fs(pyfuse3.Operations):
             if listable_name(name) and p[len(prefix) :].count("/") == 1:
                 listing.children[name] = Child(True)  # a directory hides a same-named file
         self.cache.put_listing(path, listing)
+        if self.meta_cache is not None:
+            await self._from_meta_cache(path, prefix, listing)
         return listing
+
+    async def _from_meta_cache(self, path: str, prefix: str, listing: DirListing) -> None:
+        """Full nodes, without a HEAD, for the listed files whose listed ETag and
+        LastModified match a HEAD answer kept from an earlier mount (metacache.py)."""
+        assert self.meta_cache is not None
+        files = {prefix + n: n for n, c in listing.children.items() if not c.is_dir}
+        for key, (etag, listed_ns, info) in (await self.meta_cache.lookup(list(files))).items():
+            child = listing.children.get(files[key])
+            if child is None or child.etag != etag or child.last_modified_ns != listed_ns:
+                continue  # another version now: HEAD it when asked
+            child_path = join(path, files[key])
+            known = self._known(child_path)
+            if known is not None and (known.entry is not None or known.opens > 0 or known.full):
+                continue
+            await self._file_node(child_path, info)
+
+    def _remember(self, path: str, info: ObjectInfo) -> None:
+        """Keep a HEAD answer for later mounts, with the ETag and LastModified its
+        directory's listing shows (the pair a later listing is compared with)."""
+        listing = self.cache.listing(parent_of(path))
+        child = listing.children.get(basename(path)) if listing is not None else None
+        if child is None or child.is_dir or child.etag != info.etag:
+            return
+        assert self.meta_cache is not None
+        if self.meta_cache.add(child.etag, child.last_modified_ns, info) and hasattr(
+            self, "nursery"
+        ):
+            self.nursery.start_soon(self.meta_cache.flush_later)
 
     async def _dir_node(self, path: str) -> Node:
         """Directory node; its attributes come from the marker object if there is one."""
@@ -370,6 +402,8 @@ class S3Fs(pyfuse3.Operations):
     async def _file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
         if info is None:
             info = await self.store.head(self.keys.file_key(path))
+            if info is not None and self.meta_cache is not None:
+                self._remember(path, info)
         if info is None:
             return None
         return self._install(
@@ -466,6 +500,10 @@ class S3Fs(pyfuse3.Operations):
 
         async def one(n: str) -> None:
             child = listing.children.get(n)
+            known = self._known(join(parent, n))
+            if known is not None and known.full and self._fresh(known):
+                found.append(known)  # HEADed already, or from the metadata cache
+                return
             with contextlib.suppress(StoreError, pyfuse3.FUSEError):  # judged by the rest
                 node = None if child is None else await self._child_attrs(join(parent, n), child)
                 if node is not None:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -323,6 +324,37 @@ def test_auto_metadata_outside_the_sample_shows_once_looked_at(
     r = s3.head_object(Bucket=mnt.bucket, Key="d/odd2")
     assert int(r["Metadata"]["mode"]) == stat.S_IFREG | 0o700
     assert stat.S_IMODE(os.stat(mnt / "d/odd2").st_mode) == 0o700
+
+
+def test_auto_metadata_cache_makes_ls_l_one_list_on_the_next_mount(
+    mnt: Mount, s3: Any, proxy: RecordingProxy
+) -> None:
+    """HEAD answers are kept in the spool directory: after a remount, ls -l of a directory
+    whose objects carry s3fuse metadata is one LIST; objects changed since (new content,
+    or new metadata only) are HEADed again and show what S3 holds now."""
+    for i in range(30):
+        md = {"mode": str(stat.S_IFREG | 0o600 + i), "uid": "7", "gid": "8", "mtime": "1400000000"}
+        s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x" * i, Metadata=md)
+    first = sh(f"ls -ln {mnt / 'd'}").stdout
+    assert len([r for r in proxy.requests("HEAD") if "/d/f" in r.path]) >= 30
+    mnt.unmount()
+    time.sleep(1.1)  # what follows gets another LastModified second
+    md = {"mode": str(stat.S_IFREG | 0o640), "uid": "9", "gid": "9", "mtime": "1400000000"}
+    s3.copy_object(Bucket=mnt.bucket, Key="d/f03", CopySource={"Bucket": mnt.bucket,
+                   "Key": "d/f03"}, Metadata=md, MetadataDirective="REPLACE")  # fmt: skip
+    s3.put_object(Bucket=mnt.bucket, Key="d/f04", Body=b"new!", Metadata=md)
+    mnt.start()
+    proxy.clear()
+    out = sh(f"ls -ln {mnt / 'd'}").stdout
+    lines = {ln.split()[-1]: ln.split()[:5] for ln in out.splitlines()[1:]}
+    assert lines["f03"] == ["-rw-r-----", "1", "9", "9", "3"]
+    assert lines["f04"] == ["-rw-r-----", "1", "9", "9", "4"]
+    assert lines["f05"] == ["-rw----r-x", "1", "7", "8", "5"]
+    unchanged = [ln for ln in first.splitlines()[1:] if ln.split()[-1] not in ("f03", "f04")]
+    assert [ln for ln in out.splitlines()[1:] if ln.split()[-1] not in ("f03", "f04")] == unchanged
+    heads = sorted(r.key_path for r in proxy.requests("HEAD") if "/d/f" in r.path)
+    assert heads == [f"/{mnt.bucket}/d/f03", f"/{mnt.bucket}/d/f04"], heads
+    assert len([r for r in proxy.requests("GET") if "prefix=d%2F" in r.path]) == 1
 
 
 def test_kernel_read_ahead_window_is_raised(

@@ -226,3 +226,45 @@ def test_mount_help_names_only_real_options() -> None:
     listed = {n for n in named if "_" in n or n in fields}
     assert {"attrs", "conflict", "sign_payload", "read_ahead_kb", "umask"} <= listed
     assert listed <= fields, listed - fields
+
+
+def test_meta_cache_keeps_head_answers_and_stays_bounded(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from s3fuse.metacache import MetaCache
+    from s3fuse.store import ObjectInfo
+
+    def info(i: int) -> ObjectInfo:
+        return ObjectInfo(
+            key=f"d/f{i}", size=i, etag=f"e{i}", last_modified_ns=i * 10**9,
+            metadata={"mode": "33188", "uid": str(i)}, content_type="text/plain",
+            version_id=None,
+            extra={"StorageClass": "STANDARD_IA", "BucketKeyEnabled": True,
+                   "ObjectLockRetainUntilDate": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)},
+        )  # fmt: skip
+
+    cache = MetaCache(str(tmp_path / "meta.db"), max_entries=50)
+    cache.open()
+    assert cache.enabled
+    for i in range(80):
+        cache.add(f"e{i}", 1000 + i, info(i))
+    cache.close()  # writes what is queued
+    again = MetaCache(str(tmp_path / "meta.db"), max_entries=50)
+    again.open()
+    got = again.lookup_sync([f"d/f{i}" for i in range(80)])
+    assert 45 <= len(got) <= 50, "bounded: the oldest rows went"
+    assert "d/f79" in got and "d/f0" not in got
+    etag, listed, head = got["d/f79"]
+    assert (etag, listed) == ("e79", 1079)
+    assert head == info(79)  # datetimes and booleans come back as they were
+    again.close()
+
+
+def test_meta_cache_that_cannot_open_is_off_not_an_error(tmp_path: Path) -> None:
+    from s3fuse.metacache import MetaCache
+
+    cache = MetaCache(str(tmp_path / "no-such-dir" / "meta.db"))
+    cache.open()
+    assert not cache.enabled
+    assert cache.lookup_sync(["k"]) == {}
+    cache.close()
