@@ -147,6 +147,7 @@ class Target:
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.mnt: Path | None = None
+        self.last_dir: Path | None = None
         self.peak_rss_kb = 0
 
     def available(self) -> str | None:
@@ -157,10 +158,15 @@ class Target:
         """The foreground mount command and its environment."""
         raise NotImplementedError
 
-    def mount(self, bucket: str) -> Path:
-        d = self.fresh_dir()
+    def mount(self, bucket: str, *, again: bool = False) -> Path:
+        """Mount bucket in a fresh directory; again: in the previous mount's directory,
+        with whatever state (spool, caches) the tool left there."""
+        if again and self.last_dir is not None:
+            d = self.last_dir
+        else:
+            d = self.last_dir = self.fresh_dir()
+            (d / "mnt").mkdir()
         mnt = d / "mnt"
-        mnt.mkdir()
         cmd, env = self.command(bucket, d, mnt)
         self.log = d / "log"
         with open(self.log, "wb") as log:
@@ -296,8 +302,11 @@ class Rclone(Target):
 class Local(Target):
     name = "local"
 
-    def mount(self, bucket: str) -> Path:
-        return self.fresh_dir()
+    def mount(self, bucket: str, *, again: bool = False) -> Path:
+        if again and self.last_dir is not None:
+            return self.last_dir
+        self.last_dir = self.fresh_dir()
+        return self.last_dir
 
     def unmount(self) -> None:
         pass
@@ -557,17 +566,17 @@ class Bench:
             self.sizes.large / MiB / elapsed, self.server.requests_since(offset, bucket), ok
         )
 
-    def _seed_many(self, bucket: str) -> None:
+    def _seed_many(self, bucket: str, metadata: bool = False) -> None:
+        """list_objects small objects; metadata: with mode/uid/gid/mtime as s3fuse, s3fs
+        and rclone write them (the files a mount wrote earlier)."""
         s3 = self.server.s3
+        md = {"mode": "33188", "uid": "0", "gid": "0", "mtime": "1700000000"} if metadata else {}
+
+        def put(i: int) -> None:
+            s3.put_object(Bucket=bucket, Key=f"many/f{i:05d}", Body=b"x" * (i % 100), Metadata=md)
+
         with cf.ThreadPoolExecutor(16) as ex:
-            list(
-                ex.map(
-                    lambda i: s3.put_object(
-                        Bucket=bucket, Key=f"many/f{i:05d}", Body=b"x" * (i % 100)
-                    ),
-                    range(self.sizes.list_objects),
-                )
-            )
+            list(ex.map(put, range(self.sizes.list_objects)))
 
     def _local_many(self, d: Path) -> Path:
         (d / "many").mkdir()
@@ -575,15 +584,21 @@ class Bench:
             (d / "many" / f"f{i:05d}").write_bytes(b"x" * (i % 100))
         return d
 
-    def _ls(self, t: Target, warm: bool) -> Result:
+    def _ls(self, t: Target, warm: bool, remount: bool = False) -> Result:
+        """ls -l of the many/ directory: cold, warm (listed just before), or remount (it
+        carries s3fuse-style metadata and was listed by an earlier mount of the same tool,
+        whose state directory the timed mount reuses)."""
         bucket = self.server.bucket()
         if t.name == "local":
             mnt = self._local_many(t.mount(bucket))
         else:
-            self._seed_many(bucket)
+            self._seed_many(bucket, metadata=remount)
             mnt = t.mount(bucket)
-        if warm:
+        if warm or remount:
             subprocess.run(["ls", "-l", str(mnt / "many")], capture_output=True, check=True)
+        if remount:
+            t.unmount()
+            mnt = t.mount(bucket, again=True)
         offset = self.server.log_size()
         out: list[str] = []
 
@@ -605,6 +620,9 @@ class Bench:
 
     def ls_warm_fs(self, t: Target) -> Result:
         return self._ls(t, warm=True)
+
+    def ls_remount_fs(self, t: Target) -> Result:
+        return self._ls(t, warm=False, remount=True)
 
     def ls_boto(self) -> Result:
         bucket = self.server.bucket()
@@ -768,6 +786,8 @@ def workloads(b: Bench) -> list[Workload]:
                  Bench.ls_cold_fs, Bench.ls_boto),
         Workload("lswarm", f"ls -l of {s.list_objects} objects, warm", "s", False,
                  Bench.ls_warm_fs, Bench.ls_boto),
+        Workload("lsmeta", f"ls -l of {s.list_objects} objects with metadata, next mount", "s",
+                 False, Bench.ls_remount_fs, Bench.ls_boto),
         Workload("stat", f"stat of {s.stat_names} names (cold)", "stats/s", True,
                  Bench.stat_fs, Bench.stat_boto),
         Workload("overwrite", f"4 KiB overwrite in a {s.overwrite_file // MiB} MiB file", "s",
