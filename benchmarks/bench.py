@@ -7,6 +7,11 @@ data is marked FAILED) and counts the S3 requests it caused (from the server's a
 Prints one table of figures and ratios. Timings are for reading, never for pass/fail.
 
     scripts/bench [--quick] [--only s3fuse,boto3] [--workloads small1,ls] [--record]
+
+Workloads: small1, small8 (4 KiB files, 1 and 8 writers), write (one large file), read
+(cold sequential), ls (ls -l of objects written by another tool, cold), lswarm (again,
+warm), lsmeta (objects carrying mode/uid/gid/mtime, on the tool's next mount), stat (by
+name, cold), overwrite (4 KiB in a large file), cptree (cp -r of a tree).
 """
 
 from __future__ import annotations
