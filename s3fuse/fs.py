@@ -361,13 +361,17 @@ class S3Fs(pyfuse3.Operations):
         """Full nodes, without a HEAD, for the listed files whose listed ETag and
         LastModified match a HEAD answer kept from an earlier mount (metacache.py)."""
         assert self.meta_cache is not None
-        files = {prefix + n: n for n, c in listing.children.items() if not c.is_dir}
+        files = {}
+        for name, listed in listing.children.items():
+            known = self._known(join(path, name))
+            if not listed.is_dir and (known is None or not (known.full or known.entry)):
+                files[prefix + name] = name
         for key, (etag, listed_ns, info) in (await self.meta_cache.lookup(list(files))).items():
             child = listing.children.get(files[key])
             if child is None or child.etag != etag or child.last_modified_ns != listed_ns:
                 continue  # another version now: HEAD it when asked
             child_path = join(path, files[key])
-            known = self._known(child_path)
+            known = self._known(child_path)  # again: the lookup let other requests run
             if known is not None and (known.entry is not None or known.opens > 0 or known.full):
                 continue
             await self._file_node(child_path, info)
