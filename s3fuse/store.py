@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -67,6 +69,49 @@ class ObjectInfo:
     content_type: str = ""
     version_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other headers from HEAD
+
+
+class _Section(io.RawIOBase):
+    """Bytes [off, off + length) of an open file as a seekable stream: a part's body,
+    read by the HTTP client block by block (and again from 0 on a retry)."""
+
+    def __init__(self, fd: int, off: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._off, self._len, self._pos = fd, off, length, 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}[whence]
+        self._pos = min(max(base + pos, 0), self._len)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), self._len - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._off + self._pos)
+        if len(data) < n:
+            raise StoreError("SpoolChanged", "the spool file is shorter than the upload")
+        buf[:n] = data
+        self._pos += n
+        return n
+
+    def md5(self) -> bytes:
+        h = hashlib.md5()
+        for pos in range(0, self._len, 1 << 20):
+            h.update(os.pread(self._fd, min(1 << 20, self._len - pos), self._off + pos))
+        return h.digest()
 
 
 @dataclass
@@ -474,34 +519,37 @@ class Store:
         limit = trio.CapacityLimiter(max(1, concurrency))
 
         def upload_part(num: int, off: int, length: int) -> tuple[str, bytes]:
+            # the part is streamed from the spool file (hashed first, then sent), never
+            # held in memory: RSS stays flat whatever the part size and concurrency
             with open(path, "rb") as f:
-                f.seek(off)
-                data = f.read(length)
-            md5 = hashlib.md5(data).digest()
-            for attempt in range(1, PART_ATTEMPTS + 1):
-                try:
-                    r = self._client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=num,
-                        Body=data, ContentLength=len(data),
-                        ContentMD5=base64.b64encode(md5).decode("ascii"), **self._ssec,
-                    )  # fmt: skip
-                except botocore.exceptions.ClientError as e:
-                    code = str(e.response.get("Error", {}).get("Code", ""))
-                    if code in CORRUPTED and attempt < PART_ATTEMPTS:
-                        log.warning("part %d of %r corrupted in transit (%s); sending it "
-                                    "again", num, key, code)  # fmt: skip
-                        continue
-                    raise
-                etag = strip_etag(r.get("ETag"))
-                if self._md5_etag_expected(r) and etag and etag != md5.hex():
-                    if attempt < PART_ATTEMPTS:
-                        log.warning("part %d of %r stored with ETag %s, expected %s; "
-                                    "sending it again", num, key, etag, md5.hex())  # fmt: skip
-                        continue
-                    raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != MD5 "
-                                     f"{md5.hex()}", op="UploadPart", key=key)  # fmt: skip
-                self.stats.add_bytes(up=len(data))
-                return etag, md5
+                section = _Section(f.fileno(), off, length)
+                md5 = section.md5()
+                body = io.BufferedReader(section, 1 << 20)  # the client reads 8-16 KiB at a time
+                for attempt in range(1, PART_ATTEMPTS + 1):
+                    body.seek(0)
+                    try:
+                        r = self._client.upload_part(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=num,
+                            Body=body, ContentLength=length,
+                            ContentMD5=base64.b64encode(md5).decode("ascii"), **self._ssec,
+                        )  # fmt: skip
+                    except botocore.exceptions.ClientError as e:
+                        code = str(e.response.get("Error", {}).get("Code", ""))
+                        if code in CORRUPTED and attempt < PART_ATTEMPTS:
+                            log.warning("part %d of %r corrupted in transit (%s); sending "
+                                        "it again", num, key, code)  # fmt: skip
+                            continue
+                        raise
+                    etag = strip_etag(r.get("ETag"))
+                    if self._md5_etag_expected(r) and etag and etag != md5.hex():
+                        if attempt < PART_ATTEMPTS:
+                            log.warning("part %d of %r stored with ETag %s, expected %s; "
+                                        "sending it again", num, key, etag, md5.hex())  # fmt: skip
+                            continue
+                        raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != "
+                                         f"MD5 {md5.hex()}", op="UploadPart", key=key)  # fmt: skip
+                    self.stats.add_bytes(up=length)
+                    return etag, md5
             raise AssertionError("unreachable")
 
         async def one(num: int, off: int, length: int) -> None:
