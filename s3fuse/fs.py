@@ -505,8 +505,16 @@ class S3Fs(pyfuse3.Operations):
         async def one(n: str) -> None:
             child = listing.children.get(n)
             known = self._known(join(parent, n))
-            if known is not None and known.full and self._fresh(known):
-                found.append(known)  # HEADed already, or from the metadata cache
+            if (
+                known is not None
+                and known.full
+                and (
+                    self._fresh(known)
+                    or (child is not None and known.stored and known.etag == child.etag)
+                )
+            ):
+                known.fetched = time.monotonic()
+                found.append(known)  # HEADed already (the listing shows the same version)
                 return
             with contextlib.suppress(StoreError, pyfuse3.FUSEError):  # judged by the rest
                 node = None if child is None else await self._child_attrs(join(parent, n), child)

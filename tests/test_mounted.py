@@ -326,6 +326,24 @@ def test_auto_metadata_outside_the_sample_shows_once_looked_at(
     assert stat.S_IMODE(os.stat(mnt / "d/odd2").st_mode) == 0o700
 
 
+def test_auto_relisting_a_directory_heads_nothing_it_knows(
+    mount_factory: Any, bucket: str, s3: Any, proxy: RecordingProxy
+) -> None:
+    """After cache_ttl the listing is fetched again and attrs=auto judges it again: the
+    entries it samples were HEADed before and the listing shows the same versions, so
+    the second ls -l is one LIST and no HEAD."""
+    mnt = mount_factory(bucket, "-o", "cache_ttl=1,meta_cache=0")
+    for i in range(20):
+        md = {"mode": str(stat.S_IFREG | 0o640), "uid": "7", "gid": "8", "mtime": "1400000000"}
+        s3.put_object(Bucket=bucket, Key=f"d/f{i:02d}", Body=b"x" * i, Metadata=md)
+    first = sh(f"ls -ln {mnt / 'd'}").stdout
+    time.sleep(1.5)  # listing and attributes are stale now
+    proxy.clear()
+    assert sh(f"ls -ln {mnt / 'd'}").stdout == first
+    assert [r.path for r in proxy.requests("HEAD") if "/d/f" in r.path] == []
+    assert len([r for r in proxy.requests("GET") if "prefix=d%2F" in r.path]) == 1
+
+
 def test_auto_metadata_cache_makes_ls_l_one_list_on_the_next_mount(
     mnt: Mount, s3: Any, proxy: RecordingProxy
 ) -> None:
