@@ -67,6 +67,28 @@ def test_every_put_and_part_carries_content_md5(mount_factory: Any, backend: Bac
     assert head["ETag"].strip('"') == f"{hashlib.md5(md5s).hexdigest()}-3"
 
 
+def test_small_overwrite_of_a_multipart_object(
+    mount_factory: Any, backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """A few bytes written into an object that went up in parts, by a later mount: the
+    whole new content is stored (again in parts). s3fuse reads the object's ACL before an
+    overwrite to keep it; moto answers GetObjectAcl of any multipart object with 500 (its
+    bug: the overwrite fails there, the bytes stay in the spool)."""
+    if backend.name == "moto":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="moto: GetObjectAcl 500"))
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
+    data = bytearray(os.urandom(13 * MiB))
+    (m / "big").write_bytes(data)
+    m.unmount()  # a new mount knows nothing of the object: it reads ACL and tags first
+    m.start()
+    with open(m / "big", "r+b") as f:
+        f.seek(7 * MiB)
+        f.write(b"patched")
+    data[7 * MiB : 7 * MiB + 7] = b"patched"
+    assert body(backend, bucket, "big") == bytes(data)
+
+
 def test_corrupted_put_is_sent_again(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket)
