@@ -5,6 +5,7 @@ Layout of a spool directory (0700, one per bucket/prefix/endpoint):
     NNNN.data             the file's bytes (0600)
     NNNN.json             journal: key, state, upload headers
     recovered/            files that were still open when a daemon died
+    meta.db               HEAD answers kept across mounts (metacache.py; not the spool's)
 
 Journal states: ``open`` (being written; after a crash it is moved to recovered/, since
 uploading it could store a partial file), ``closing`` (close() started the upload; after
