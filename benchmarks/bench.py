@@ -358,9 +358,7 @@ def prime_memory() -> None:
     ~0.3-0.5 GB/s instead of several GB/s, at random (a cold read of 256 MiB: 250 or
     1000 MB/s for the same code). Pages just freed are reused first, so priming right before
     the clock makes every target start from backed memory."""
-    buf = bytearray(PRIME)
-    buf[:: mmap.PAGESIZE] = b"\1" * len(range(0, PRIME, mmap.PAGESIZE))
-    del buf
+    read_buffer(PRIME).release()  # faulted in, then freed with the view
 
 
 def timed(fn: Callable[[], Any]) -> float:

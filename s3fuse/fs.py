@@ -203,6 +203,12 @@ class S3Fs(pyfuse3.Operations):
             )
         )
 
+    @staticmethod
+    def _same_version(node: Node, child: Child) -> bool:
+        """A file node HEADed earlier is still what the listing shows (same ETag): its
+        metadata stands, no new HEAD."""
+        return not child.is_dir and node.full and node.stored and node.etag == child.etag
+
     async def _refresh(self, node: Node) -> Node:
         if node.is_dir:
             return await self._dir_node(node.path)
@@ -361,20 +367,23 @@ class S3Fs(pyfuse3.Operations):
         """Full nodes, without a HEAD, for the listed files whose listed ETag and
         LastModified match a HEAD answer kept from an earlier mount (metacache.py)."""
         assert self.meta_cache is not None
-        files = {}
-        for name, listed in listing.children.items():
-            known = self._known(join(path, name))
-            if not listed.is_dir and (known is None or not (known.full or known.entry)):
-                files[prefix + name] = name
+
+        def wanted(child_path: str) -> bool:  # not known in full, not being written here
+            known = self._known(child_path)
+            return known is None or not (known.full or known.entry or known.opens)
+
+        files = {
+            prefix + name: name
+            for name, listed in listing.children.items()
+            if not listed.is_dir and wanted(join(path, name))
+        }
         for key, (etag, listed_ns, info) in (await self.meta_cache.lookup(list(files))).items():
             child = listing.children.get(files[key])
             if child is None or child.etag != etag or child.last_modified_ns != listed_ns:
                 continue  # another version now: HEAD it when asked
             child_path = join(path, files[key])
-            known = self._known(child_path)  # again: the lookup let other requests run
-            if known is not None and (known.entry is not None or known.opens > 0 or known.full):
-                continue
-            await self._file_node(child_path, info)
+            if wanted(child_path):  # asked again: the lookup let other requests run
+                await self._file_node(child_path, info)
 
     def _remember(self, path: str, info: ObjectInfo) -> None:
         """Keep a HEAD answer for later mounts, with the ETag and LastModified its
@@ -438,8 +447,7 @@ class S3Fs(pyfuse3.Operations):
                 self.cache.negative[path] = True
                 raise fuse_error(errno.ENOENT)
             if child is not None:
-                if (not child.is_dir and node is not None and node.full
-                        and node.etag == child.etag and node.stored):  # fmt: skip
+                if node is not None and self._same_version(node, child):
                     node.fetched = time.monotonic()
                     return node
                 if await self._listing_will_do(parent, listing, name):
@@ -505,13 +513,9 @@ class S3Fs(pyfuse3.Operations):
         async def one(n: str) -> None:
             child = listing.children.get(n)
             known = self._known(join(parent, n))
-            if (
-                known is not None
-                and known.full
-                and (
-                    self._fresh(known)
-                    or (child is not None and known.stored and known.etag == child.etag)
-                )
+            if known is not None and (
+                (known.full and self._fresh(known))
+                or (child is not None and self._same_version(known, child))
             ):
                 known.fetched = time.monotonic()
                 found.append(known)  # HEADed already (the listing shows the same version)
