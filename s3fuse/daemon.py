@@ -208,14 +208,14 @@ class Daemon:
         return opts
 
     async def run(self, ready: Any) -> None:
-        uploaded, moved = await self.spool.recover()
-        if uploaded or moved:
+        rec = await self.spool.recover()
+        if rec.uploaded or rec.moved or rec.kept:
             log.warning(
-                "crash recovery: %d file(s) uploaded, %d moved to %s/recovered",
-                len(uploaded),
-                len(moved),
-                self.spool.dir,
-            )
+                "crash recovery: %d file(s) uploaded, %d moved to %s/recovered, %d not "
+                "stored yet (shown by the mount, tried again later)",
+                len(rec.uploaded), len(rec.moved), self.spool.dir, len(rec.kept),
+            )  # fmt: skip
+        await self.fs.adopt(rec.kept)
         pyfuse3.init(self.fs, self.cfg.mountpoint, self.fuse_options())
         unmounted_cleanly = False
         try:

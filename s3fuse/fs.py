@@ -23,13 +23,14 @@ import pyfuse3
 import trio
 
 from . import bulk, meta, xattrs
+from . import etag as etag_sums
 from .cache import Caches, Child, DirListing
 from .errors import FsError, StoreError, hint_for
 from .keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from .meta import Attrs, Defaults
 from .metacache import MetaCache
 from .readahead import Reader
-from .spool import CLEAN, CONFLICT, Spool, SpoolEntry
+from .spool import CLEAN, CONFLICT, Kept, Spool, SpoolEntry
 from .store import ObjectInfo, PutResult, Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ BLKSIZE = 1 << 20
 BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
 BULK_CONCURRENCY = 16
 BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
+FILL_ATTEMPTS = 3  # downloads before a partial write whose bytes came corrupted
 SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
 
 
@@ -874,48 +876,58 @@ class S3Fs(pyfuse3.Operations):
         return values
 
     async def _fill(self, node: Node, entry: SpoolEntry) -> None:
-        """Bring the stored object into the spool, checked against its MD5 ETag. When
-        another writer replaced it meanwhile, the new version is taken (the entry keeps
-        the ETag it was opened from, so conflict detection still sees the change)."""
-        try:
-            await self.spool.fill(entry, entry.key, self._md5_etag(node))
-        except StoreError as e:
-            await self._replaced(node, e)
-            entry.truncate(0)
-            await self.spool.fill(entry, entry.key, self._md5_etag(node))
+        """Bring the stored object into the spool, checked against its ETag (MD5 or
+        multipart). Corrupted bytes are fetched again; when another writer replaced the
+        object meanwhile, the new version is taken (the entry keeps the ETag it was
+        opened from, so conflict detection still sees the change)."""
+        for attempt in range(1, FILL_ATTEMPTS + 1):
+            try:
+                await self.spool.fill(entry, entry.key, self._checkable_etag(node))
+                return
+            except StoreError as e:
+                if e.code != "ChecksumMismatch":
+                    raise
+                info = await self.store.head(entry.key)
+                if info is None:
+                    raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another "
+                                  "client while it was being opened") from None  # fmt: skip
+                if info.etag != node.etag:
+                    await self._file_node(node.path, info)  # replaced: take the new one
+                elif attempt == FILL_ATTEMPTS:
+                    log.error("%r: %s; refusing to write into corrupted bytes", node.path, e)
+                    raise
+                else:
+                    log.warning("%r: the download before a partial write was corrupted in "
+                                "transit (%s); fetching it again", node.path, e.code)  # fmt: skip
+                entry.truncate(0)
+        raise AssertionError("unreachable")
 
     async def _get(self, node: Node, start: int, end: int, *, whole: bool) -> bytes:
-        """A ranged GET; a whole object is checked against its MD5 ETag. A mismatch
-        because another writer replaced the object is not corruption: the node is
-        refreshed and the new object read."""
+        """A ranged GET; a whole object is checked against its ETag. A mismatch because
+        another writer replaced the object is not corruption: the node is refreshed and
+        the new object read."""
         key = self.keys.file_key(node.path)
-        expect = self._md5_etag(node) if whole else None
+        expect = self._checkable_etag(node) if whole else None
         try:
-            return await self.store.get_range(key, start, end, expect_md5=expect)
+            return await self.store.get_range(key, start, end, expect_etag=expect)
         except StoreError as e:
-            info = await self._replaced(node, e)
+            if e.code != "ChecksumMismatch":
+                raise
+            info = await self.store.head(key)
+            if info is None or info.etag == node.etag:
+                log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
+                raise
+            await self._file_node(node.path, info)
             return await self.store.get_range(key, start, min(end, info.size))
 
-    async def _replaced(self, node: Node, e: StoreError) -> ObjectInfo:
-        """After a GET whose bytes did not match the MD5 ETag: if another writer replaced
-        the object, refresh node and return the new object's facts; if the object is the
-        one we expected, the bytes were corrupted: re-raise (never hand them on)."""
-        if e.code != "ChecksumMismatch":
-            raise e
-        info = await self.store.head(self.keys.file_key(node.path))
-        if info is None or info.etag == node.etag:
-            log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
-            raise e
-        await self._file_node(node.path, info)
-        return info
-
-    def _md5_etag(self, node: Node) -> str | None:
-        """The object's MD5 when its ETag is one (single PUT, no SSE-KMS/SSE-C)."""
-        etag = node.etag
-        if (len(etag) != 32 or self.cfg.sse_c
-                or node.hdrs.get("sse", "").startswith("aws:kms")):  # fmt: skip
+    def _checkable_etag(self, node: Node) -> str | None:
+        """The object's ETag when it sums its bytes (an MD5, or a multipart ETag), which
+        it does not under SSE-KMS or SSE-C."""
+        if self.cfg.sse_c or node.hdrs.get("sse", "").startswith("aws:kms"):
             return None
-        return etag if all(c in "0123456789abcdef" for c in etag) else None
+        if etag_sums.is_md5(node.etag) or etag_sums.part_count(node.etag) is not None:
+            return node.etag
+        return None
 
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = next(self._fhs)
@@ -956,13 +968,16 @@ class S3Fs(pyfuse3.Operations):
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
         key = self.keys.file_key(path)
-        if flags & os.O_EXCL and await self.store.head(key) is not None:
+        old = self._known(path)
+        if flags & os.O_EXCL and (
+            (old is not None and old.entry is not None and not old.unlinked)
+            or await self.store.head(key) is not None
+        ):
             # the kernel's lookup may have been answered from a cached listing: with
-            # O_EXCL, S3 itself decides
+            # O_EXCL, S3 itself decides (and a pending upload here counts as existing)
             raise fuse_error(errno.EEXIST)
-        old = self.by_path.get(path)
         if old is not None:
-            self._detach(self.nodes[old])
+            self._supersede(old)
         attrs = Attrs(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
         node = self._install(path, attrs, stored=False, etag="", full=True)
         entry = self.spool.new(key)
@@ -1143,11 +1158,16 @@ class S3Fs(pyfuse3.Operations):
             await self._spool_entry(node, keep_content=True)
         if node.stored:
             await self.store.delete(self.keys.file_key(path))
+        self._supersede(node)
+        self.cache.removed(parent.path, basename(path))
+
+    def _supersede(self, node: Node) -> None:
+        """node's name now means something else (unlinked, replaced, renamed over): its
+        pending content is never to be uploaded; open descriptors still read it."""
         node.unlinked = True
         node.stored = False
         if node.entry is not None:
-            node.entry.set_state(CLEAN)  # nothing of it is to be uploaded any more
-        self.cache.removed(parent.path, basename(path))
+            node.entry.set_state(CLEAN)
         self._detach(node)
 
     # ================================================================ handlers: links, rename
@@ -1244,15 +1264,14 @@ class S3Fs(pyfuse3.Operations):
         else:
             await self._move_file(node, new_path)
         if target is not None:
-            if target.is_dir:
-                marker = self.keys.marker_key(target.path)
-                if target.stored:
-                    await self.store.delete(marker)
-            target.unlinked = True  # its key now holds the renamed file
-            target.stored = False
-            if target.entry is not None:
-                target.entry.set_state(CLEAN)  # never to be uploaded over it
-            self._detach(target)
+            if target.is_dir and target.stored:
+                await self.store.delete(self.keys.marker_key(target.path))
+            elif not target.is_dir and target.stored and not node.stored:
+                # nothing was copied over the target's object (the renamed file's upload
+                # is still pending): the object goes, as the rename says; the pending
+                # upload stores the new content under that key later
+                await self.store.delete(self.keys.file_key(target.path))
+            self._supersede(target)  # its key now holds the renamed file
         self._repath(node, old_path, new_path)
         self.cache.removed(old_parent.path, basename(old_path))
         self.cache.negative.pop(new_path, None)
@@ -1426,7 +1445,33 @@ class S3Fs(pyfuse3.Operations):
         del store[n.short]
         await self._store_meta(node, tagging_changed=n.short == "tagging")
 
-    # ================================================================ shutdown
+    # ================================================================ recovery, shutdown
+    async def adopt(self, kept: list[Kept]) -> None:
+        """Give closed files whose recovery upload failed their place in the tree (before
+        the mount serves requests): reads show the spooled bytes, a later write or unlink
+        supersedes them, and the upload is tried again like any failed close."""
+        for k in kept:
+            path = self.keys.path_of(k.entry.key)
+            if not path:
+                log.error("recovery: %r cannot be shown by this mount; it stays in the spool "
+                          "(%s) for the next one", k.entry.key, k.entry.data_path)  # fmt: skip
+                k.entry.close_fd()
+                continue
+            try:
+                info = await self.store.head(k.entry.key)
+                stored, etag = info is not None, info.etag if info is not None else ""
+            except StoreError:
+                stored, etag = True, ""  # unknown: an unlink must still send its DELETE
+            md = dict(k.headers.get("Metadata") or {})
+            attrs = meta.decode(
+                md, is_dir=False, size=k.entry.size, last_modified_ns=meta.now_ns(),
+                defaults=self.cfg.defaults,
+            )  # fmt: skip
+            node = self._install(path, attrs, stored=stored, etag=etag, full=True)
+            node.hdrs = xattrs.from_params(k.headers)
+            node.umeta = {k2: v for k2, v in md.items() if k2.lower() not in meta.OWN_META}
+            node.entry = k.entry
+
     async def upload_pending(self) -> int:
         """Try once more to upload every dirty spool entry (before unmount). Returns how
         many are still not stored."""

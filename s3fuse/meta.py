@@ -18,7 +18,9 @@ META_MODE = "mode"
 META_UID = "uid"
 META_GID = "gid"
 META_MTIME = "mtime"
-OWN_META = (META_MODE, META_UID, META_GID, META_MTIME)
+# the part size of a multipart upload, so that a reader can check the multipart ETag
+META_PART_SIZE = "s3fuse-part-size"
+OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, META_PART_SIZE)
 
 DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

@@ -4,6 +4,7 @@ Layout of a spool directory (0700, one per bucket/prefix/endpoint):
     lock                  flock'ed by the running daemon
     NNNN.data             the file's bytes (0600)
     NNNN.json             journal: key, state, upload headers
+    NNNN.upload           id of a multipart upload under way (aborted if a daemon dies)
     recovered/            files that were still open when a daemon died
     meta.db               HEAD answers kept across mounts (metacache.py; not the spool's)
 
@@ -38,6 +39,8 @@ from .store import CORRUPTED, PutResult, Store
 log = logging.getLogger(__name__)
 
 PUT_ATTEMPTS = 3
+# requests after which a ChecksumMismatch means S3 now holds the corrupted bytes
+STORED_OPS = ("PutObject", "CompleteMultipartUpload")
 CORRUPTION = (*CORRUPTED, "ChecksumMismatch")
 CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -50,6 +53,22 @@ SMALL_BODY = 1 << 20
 OPEN = "open"
 CLOSING = "closing"
 CLEAN = "clean"
+
+
+@dataclass
+class Kept:
+    """A closed file whose recovery upload failed: a live entry and its journaled headers."""
+
+    entry: SpoolEntry
+    headers: dict[str, Any]
+
+
+@dataclass
+class Recovery:
+    uploaded: list[str] = field(default_factory=list)  # keys stored
+    moved: list[str] = field(default_factory=list)  # paths under recovered/
+    kept: list[Kept] = field(default_factory=list)
+    aborted: int = 0  # multipart uploads a dead daemon left open
 
 
 class SpoolError(FsError):
@@ -194,6 +213,11 @@ class SpoolEntry:
             os.replace(path, self.journal_path)
         self._journaled = True
 
+    def close_fd(self) -> None:
+        """Let go of the file, keeping its bytes and journal (for a later mount)."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
     def close(self) -> None:
         """Drop the local copy (only once S3 has it, or the file was deleted)."""
         with contextlib.suppress(OSError):
@@ -273,11 +297,11 @@ class Spool:
             raise SpoolError(e.errno or errno.EIO, f"cannot write spool journal: {e}") from e
         return entry
 
-    async def fill(self, entry: SpoolEntry, key: str, expect_md5: str | None = None) -> None:
+    async def fill(self, entry: SpoolEntry, key: str, expect_etag: str | None = None) -> None:
         """Copy the stored object into a fresh spool file (before a partial overwrite)."""
         with os.fdopen(os.dup(entry.fd), "r+b") as f:
             f.seek(0)
-            n = await self.store.download(key, f, expect_md5=expect_md5)
+            n = await self.store.download(key, f, expect_etag=expect_etag)
             f.flush()
         entry.size = n
         entry.reset_hash_from_file()
@@ -343,6 +367,8 @@ class Spool:
                     key, path, size, headers, conditions, md5, progress, data
                 )
             except StoreError as e:
+                if e.code == "ChecksumMismatch" and e.op in STORED_OPS:
+                    await self._remove_corrupted(key, e)
                 if e.code not in TRANSIENT or time.monotonic() + delay > deadline:
                     raise
                 log.warning("upload of %r: %s; trying again in %.1f s (the server may be "
@@ -351,6 +377,55 @@ class Spool:
                 delay = min(delay * 2, 8.0)
             finally:
                 self.in_flight.pop(key, None)
+
+    @staticmethod
+    def _track_upload(data_path: str, key: str, upload_id: str | None) -> None:
+        """Keep the id of a multipart upload under way beside its spool file, so that a
+        daemon killed meanwhile does not leave its parts behind (abandoned_uploads)."""
+        path = data_path.removesuffix(".data") + ".upload"
+        if upload_id is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        # without the record only the cleanup of the parts is lost
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            json.dump({"key": key, "upload_id": upload_id}, f)
+
+    async def abort_abandoned(self) -> int:
+        """Abort the multipart uploads this spool started and a dead daemon left open
+        (their parts cost storage until aborted). Returns how many were aborted."""
+        aborted = 0
+        for name in sorted(os.listdir(self.dir)):
+            if not name.endswith(".upload"):
+                continue
+            path = os.path.join(self.dir, name)
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+                await self.store.abort_upload(str(rec["key"]), str(rec["upload_id"]))
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("recovery: unreadable upload record %s (%s); removed", path, e)
+            except StoreError as e:
+                log.error("recovery: could not abort the unfinished multipart upload of %r "
+                          "(%s); tried again at the next mount", rec.get("key"), e)  # fmt: skip
+                continue
+            else:
+                aborted += 1
+                log.warning("recovery: aborted the unfinished multipart upload of %r",
+                            rec["key"])  # fmt: skip
+            os.unlink(path)
+        return aborted
+
+    async def _remove_corrupted(self, key: str, e: StoreError) -> None:
+        """A server that does not check Content-MD5 stored bytes that changed in transit
+        (its ETag says so): never leave an object nobody closed. The bytes stay here."""
+        try:
+            await self.store.delete(key)
+        except StoreError as de:
+            log.error("%r: S3 holds a corrupted copy (%s) that could not be removed: %s",
+                      key, e.message, de)  # fmt: skip
+            return
+        log.error("%r: S3 stored a corrupted copy (%s); it was removed", key, e.message)
 
     async def _send_once(
         self,
@@ -370,6 +445,7 @@ class Spool:
                 key, path, size=size, part_size=self.part_size, headers=headers,
                 conditions=conditions, concurrency=self.part_concurrency,
                 on_progress=lambda n: progress.__setitem__(0, progress[0] + n),
+                track=lambda upload_id: self._track_upload(path, key, upload_id),
             )  # fmt: skip
         if md5 is None:
             md5 = await trio.to_thread.run_sync(_md5_of_file, path)
@@ -394,14 +470,16 @@ class Spool:
         raise AssertionError("unreachable")
 
     # -------------------------------------------------------------- crash recovery
-    async def recover(self) -> tuple[list[str], list[str]]:
+    async def recover(self) -> Recovery:
         """Deal with what a dead daemon left: upload closed files, move open ones to
-        recovered/. Returns (uploaded keys, recovered paths). Never deletes data that S3
+        recovered/. A closed file whose upload fails again is handed back (``kept``) as a
+        live entry: the mount shows its bytes, and a later write or unlink of the file
+        supersedes it (it is never replayed over newer data). Never deletes data that S3
         has not acknowledged."""
-        uploaded: list[str] = []
-        moved: list[str] = []
-        names = sorted(os.listdir(self.dir))
-        for name in names:
+        out = Recovery()
+        out.aborted = await self.abort_abandoned()
+        found: list[tuple[str, str, str, dict[str, Any]]] = []  # id, data, journal, record
+        for name in sorted(os.listdir(self.dir)):
             if not name.endswith(".data"):
                 continue
             entry_id = name[: -len(".data")]
@@ -415,38 +493,60 @@ class Spool:
                 continue
             except (OSError, ValueError):
                 record = {"key": f"unknown-{entry_id}", "state": OPEN}
+            found.append((entry_id, data, journal, record))
+        # ids grow: of several closed entries for one key, the newest is the file's content
+        newest = {str(r.get("key", "")): i for i, _, _, r in found if r.get("state") == CLOSING}
+        for entry_id, data, journal, record in found:
             key = str(record.get("key", ""))
-            if record.get("state") == CLOSING:
-                size = os.path.getsize(data)
-                try:
-                    await self.send(key, data, size, record.get("headers", {}),
-                                    record.get("conditions") or None)  # fmt: skip
-                except StoreError as e:
-                    if e.code in CONFLICT:
-                        dest = self.quarantine(data, key)
-                        os.unlink(journal)
-                        moved.append(dest)
-                        log.error("recovery: %r was changed by another writer (%s); the "
-                                  "local version is in %s", key, e.code, dest)  # fmt: skip
-                        continue
-                    log.error("recovery: upload of %r failed (%s); kept in %s", key, e.code, data)
-                    self.failed[key] = f"{e.code}: {e.message}"
-                    continue
-                os.unlink(journal)
-                os.unlink(data)
-                uploaded.append(key)
-                log.warning("recovery: uploaded %r, whose close() had started before a crash", key)
+            if record.get("state") != CLOSING:
+                self._recovered(out, data, journal, key, "was still open when the daemon "
+                                "died; not uploaded (it could be partial)")  # fmt: skip
+            elif newest[key] != entry_id:
+                why = "was closed again later (a newer version is in the spool); not uploaded"
+                self._recovered(out, data, journal, key, why)
             else:
-                dest = self.quarantine(data, key)
-                os.unlink(journal)
-                moved.append(dest)
-                log.warning(
-                    "recovery: %r was still open when the daemon died; not uploaded "
-                    "(it could be partial). Its bytes are in %s",
-                    key,
-                    dest,
-                )
-        return uploaded, moved
+                await self._recover_closed(out, entry_id, data, journal, key, record)
+        return out
+
+    async def _recover_closed(
+        self, out: Recovery, entry_id: str, data: str, journal: str, key: str,
+        record: dict[str, Any],
+    ) -> None:  # fmt: skip
+        headers = record.get("headers") or {}
+        conditions = record.get("conditions") or None
+        size = os.path.getsize(data)
+        try:
+            await self.send(key, data, size, headers, conditions)
+        except StoreError as e:
+            if e.code in CONFLICT:
+                self._recovered(out, data, journal, key, f"was changed by another writer "
+                                f"({e.code}); S3 keeps theirs")  # fmt: skip
+                return
+            self.failed[key] = f"{e.code}: {e.message}"
+            try:
+                fd = os.open(data, os.O_RDWR)
+            except OSError as oe:
+                log.error("recovery: upload of %r failed (%s) and its spool file cannot be "
+                          "opened (%s); kept in %s", key, e.code, oe, data)  # fmt: skip
+                return
+            entry = SpoolEntry(self, entry_id, key, fd, size=size, dirty_gen=1, state=CLOSING,
+                               _hashed=-1, _journaled=True)  # fmt: skip
+            if conditions and "IfMatch" in conditions:
+                entry.base_etag = conditions["IfMatch"].strip('"')
+            out.kept.append(Kept(entry, headers))
+            log.error("recovery: upload of %r failed (%s); kept in %s, shown by the mount "
+                      "and tried again later", key, e.code, data)  # fmt: skip
+            return
+        os.unlink(journal)
+        os.unlink(data)
+        out.uploaded.append(key)
+        log.warning("recovery: uploaded %r, whose close() had started before a crash", key)
+
+    def _recovered(self, out: Recovery, data: str, journal: str, key: str, why: str) -> None:
+        dest = self.quarantine(data, key)
+        os.unlink(journal)
+        out.moved.append(dest)
+        log.warning("recovery: %r %s. Its bytes are in %s", key, why, dest)
 
     def quarantine(self, data_path: str, key: str) -> str:
         """Move a spool file to recovered/ (never deleted); returns its new path."""

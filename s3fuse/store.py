@@ -29,11 +29,18 @@ import botocore.utils
 import trio
 from botocore.config import Config
 
+from . import etag as etag_sums
 from .errors import StoreError
+from .etag import ETagCheck
+from .meta import META_PART_SIZE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
+GET_ATTEMPTS = 3  # a whole GET whose bytes do not match the ETag is fetched again
+COMPLETE_ATTEMPTS = 3
+# what a server answers to a CompleteMultipartUpload whose XML body changed in transit
+COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
 # what servers answer to a body that changed in transit: Content-MD5 (BadDigest) or, over
 # plain http where the SigV4 signature covers the payload's SHA-256, the signature check
 CORRUPTED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
@@ -155,6 +162,15 @@ class Stats:
         self.errors: Counter[str] = Counter()
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
+        self.unverified = 0  # whole GETs whose multipart ETag could not be checked
+
+    def unverifiable(self, key: str) -> None:
+        with self._lock:
+            self.unverified += 1
+            first = self.unverified == 1
+        if first:
+            log.warning("%r: its ETag cannot be checked (a multipart object of unknown part "
+                        "size); such downloads are taken unchecked on this mount", key)  # fmt: skip
 
     def count(self, op: str) -> None:
         with self._lock:
@@ -369,33 +385,63 @@ class Store:
 
         return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
 
-    async def get_range(
-        self, key: str, start: int, end: int, *, expect_md5: str | None = None
-    ) -> bytes:
-        """Bytes [start, end) of an object. With expect_md5 (a GET of a whole object whose
-        ETag is its MD5) the bytes are checked: a corrupted answer is fetched once more,
-        then refused (ChecksumMismatch), never handed on."""
+    def _checked_get(
+        self, key: str, etag: str | None, sink: BinaryIO, byte_range: str | None = None
+    ) -> int:
+        """A whole object into sink (in a worker thread). With etag the bytes are checked
+        against it (etag.ETagCheck): a corrupted answer is fetched again, up to
+        GET_ATTEMPTS times, then refused (ChecksumMismatch), never handed on."""
+        seen: list[str] = []
+        for attempt in range(1, GET_ATTEMPTS + 1):
+            sink.seek(0)
+            sink.truncate()
+            extra = {"Range": byte_range} if byte_range else {}
+            r = self._client.get_object(Bucket=self.bucket, Key=key, **extra, **self._ssec)
+            size = int(r.get("ContentLength") or 0)
+            got_etag = strip_etag(r.get("ETag"))
+            if etag is not None and got_etag not in ("", etag):
+                raise StoreError("ChecksumMismatch", f"the object changed (ETag {got_etag})",
+                                 op="GetObject", key=key)  # fmt: skip
+            check = None
+            if etag is not None:
+                part = (r.get("Metadata") or {}).get(META_PART_SIZE, "")
+                check = ETagCheck(etag, size, int(part) if part.isdigit() else None)
+            n = 0
+            for chunk in r["Body"].iter_chunks(1 << 20):
+                sink.write(chunk)
+                if check is not None:
+                    check.update(chunk)
+                n += len(chunk)
+            self.stats.add_bytes(down=n)
+            verdict = check.result() if check is not None else True
+            if verdict is None:
+                self.stats.unverifiable(key)
+            if verdict is not False:
+                return n
+            assert check is not None
+            if check.guessed:
+                seen.append(check.fingerprint())
+                if len(seen) > 1 and seen[-1] == seen[-2]:
+                    # the same bytes twice, fitting no usual part size: a part size of its
+                    # own, not bytes changed in transit (those differ from fetch to fetch)
+                    self.stats.unverifiable(key)
+                    return n
+            if attempt < GET_ATTEMPTS:
+                log.warning("GET of %r returned bytes that do not match its ETag %s "
+                            "(corrupted in transit?); fetching again", key, etag)  # fmt: skip
+        raise StoreError("ChecksumMismatch", f"the bytes S3 returned do not match ETag {etag} "
+                         "(corrupted in transit?)", op="GetObject", key=key)  # fmt: skip
 
-        def fetch() -> bytes:
-            r = self._client.get_object(
-                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._ssec
-            )
-            data: bytes = r["Body"].read()
-            self.stats.add_bytes(down=len(data))
-            return data
+    async def get_range(
+        self, key: str, start: int, end: int, *, expect_etag: str | None = None
+    ) -> bytes:
+        """Bytes [start, end) of an object. expect_etag: a GET of the whole object,
+        checked against its ETag (see _checked_get)."""
 
         def do() -> bytes:
-            data = fetch()
-            if expect_md5 is None or hashlib.md5(data).hexdigest() == expect_md5:
-                return data
-            log.warning("GET of %r returned bytes whose MD5 is not the ETag %s; fetching "
-                        "again", key, expect_md5)  # fmt: skip
-            data = fetch()
-            if hashlib.md5(data).hexdigest() != expect_md5:
-                raise StoreError("ChecksumMismatch", f"the bytes S3 returned do not match "
-                                 f"ETag {expect_md5} (corrupted in transit?)", op="GetObject",
-                                 key=key)  # fmt: skip
-            return data
+            buf = io.BytesIO()
+            self._checked_get(key, expect_etag, buf, f"bytes={start}-{end - 1}")
+            return buf.getvalue()
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
 
@@ -424,26 +470,13 @@ class Store:
         with contextlib.suppress(Exception):
             body.close()
 
-    async def download(self, key: str, fileobj: BinaryIO, *, expect_md5: str | None = None) -> int:
-        """Whole object into an open file; returns the byte count. With expect_md5 the
-        bytes are checked (ChecksumMismatch when they differ; the caller discards them)."""
-
-        def do() -> int:
-            r = self._client.get_object(Bucket=self.bucket, Key=key, **self._ssec)
-            n = 0
-            h = hashlib.md5()
-            for chunk in r["Body"].iter_chunks(1 << 20):
-                fileobj.write(chunk)
-                h.update(chunk)
-                n += len(chunk)
-            self.stats.add_bytes(down=n)
-            if expect_md5 is not None and h.hexdigest() != expect_md5:
-                raise StoreError("ChecksumMismatch", f"the bytes S3 returned do not match "
-                                 f"ETag {expect_md5} (corrupted in transit?)", op="GetObject",
-                                 key=key)  # fmt: skip
-            return n
-
-        return await self._run(self.upload_limiter, "GetObject", key, do)
+    async def download(self, key: str, fileobj: BinaryIO, *, expect_etag: str | None = None) -> int:
+        """Whole object into an open file; returns the byte count. With expect_etag the
+        bytes are checked (see _checked_get)."""
+        return await self._run(
+            self.upload_limiter, "GetObject", key,
+            lambda: self._checked_get(key, expect_etag, fileobj),
+        )  # fmt: skip
 
     async def put(
         self,
@@ -499,21 +532,28 @@ class Store:
         conditions: dict[str, str] | None = None,
         concurrency: int = 4,
         on_progress: Callable[[int], None] | None = None,
+        track: Callable[[str | None], None] | None = None,
     ) -> PutResult:
         """A multipart upload from a spool file: parts in parallel, each with its own
         Content-MD5 (a part S3 rejects or stores wrongly is sent again, alone), completed
-        atomically; aborted when it fails or is cancelled, so no parts are left behind."""
+        atomically; aborted when it fails or is cancelled, so no parts are left behind.
+        track(upload_id) is told the upload's id once it exists, track(None) once it is
+        completed or aborted (a process killed in between leaves it to be aborted)."""
         part_size = max(part_size, 5 << 20, -(-size // 10_000))
         ranges = [(n + 1, off, min(part_size, size - off))
                   for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
 
         def create() -> str:
+            # the part size, so that a reader can check the multipart ETag
+            md = {**headers.get("Metadata", {}), META_PART_SIZE: str(part_size)}
             r = self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, **headers, **self._ssec
+                Bucket=self.bucket, Key=key, **{**headers, "Metadata": md}, **self._ssec
             )
             return str(r["UploadId"])
 
         upload_id = await self._run(self.upload_limiter, "CreateMultipartUpload", key, create)
+        if track is not None:
+            track(upload_id)
         etags: dict[int, tuple[str, bytes]] = {}
         errors: list[StoreError] = []
         limit = trio.CapacityLimiter(max(1, concurrency))
@@ -573,30 +613,44 @@ class Store:
             if errors:
                 raise errors[0]
             parts = [{"PartNumber": n, "ETag": f'"{etags[n][0]}"'} for n, _, _ in ranges]
+            expected = etag_sums.multipart([etags[n][1] for n, _, _ in ranges])
+            verifiable: list[bool] = []
 
             def complete() -> PutResult:
-                r = self._client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts}, **(conditions or {}),
-                )  # fmt: skip
-                verifiable.append(self._md5_etag_expected(r))
-                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"))
+                for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+                    try:
+                        r = self._client.complete_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id,
+                            MultipartUpload={"Parts": parts}, **(conditions or {}),
+                        )  # fmt: skip
+                    except botocore.exceptions.ClientError as e:
+                        code = str(e.response.get("Error", {}).get("Code", ""))
+                        if code == "NoSuchUpload":
+                            # a retried request whose first try completed (its answer lost)
+                            done = self._completed_as(key, expected)
+                            if done is not None:
+                                return done
+                        if code in COMPLETE_GARBLED and attempt < COMPLETE_ATTEMPTS:
+                            log.warning("completing the upload of %r: %s (request corrupted "
+                                        "in transit?); sending it again", key, code)  # fmt: skip
+                            continue
+                        raise
+                    verifiable.append(self._md5_etag_expected(r))
+                    return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"))
+                raise AssertionError("unreachable")
 
-            verifiable: list[bool] = []
             res = await self._run(self.upload_limiter, "CompleteMultipartUpload", key, complete)
         except BaseException:
             with trio.CancelScope(shield=True):
                 try:
-                    await self._run(
-                        self.upload_limiter, "AbortMultipartUpload", key,
-                        lambda: self._client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=key, UploadId=upload_id),
-                    )  # fmt: skip
+                    await self.abort_upload(key, upload_id)
+                    if track is not None:
+                        track(None)
                 except StoreError as e:
                     log.error("could not abort multipart upload %s of %r: %s", upload_id, key, e)
             raise
-        combined = hashlib.md5(b"".join(etags[n][1] for n, _, _ in ranges)).hexdigest()
-        expected = f"{combined}-{len(ranges)}"
+        if track is not None:
+            track(None)
         if not res.etag:
             # RGW answers CompleteMultipartUpload with an empty ETag: ask with HEAD
             info = await self.head(key)
@@ -605,6 +659,28 @@ class Store:
             raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
                              f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
         return res
+
+    def _completed_as(self, key: str, expected: str) -> PutResult | None:
+        """The object, if it is the one these parts make (in a worker thread)."""
+        try:
+            r = self._client.head_object(Bucket=self.bucket, Key=key, **self._ssec)
+        except botocore.exceptions.ClientError:
+            return None
+        if strip_etag(r.get("ETag")) != expected:
+            return None
+        return PutResult(expected, r.get("VersionId"))
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; one that is gone already is no error."""
+
+        def do() -> None:
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except botocore.exceptions.ClientError as e:
+                if str(e.response.get("Error", {}).get("Code", "")) not in ("NoSuchUpload", "404"):
+                    raise
+
+        await self._run(self.upload_limiter, "AbortMultipartUpload", key, do)
 
     async def copy(self, src: str, dst: str, headers: dict[str, Any]) -> PutResult:
         """CopyObject src -> dst with MetadataDirective REPLACE: every header in

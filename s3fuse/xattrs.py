@@ -236,6 +236,23 @@ def to_params(values: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def from_params(params: dict[str, Any]) -> dict[str, str]:
+    """PutObject keyword arguments (as journaled: dates as ISO-8601 text) -> header xattr
+    values: the inverse of to_params."""
+    out: dict[str, str] = {}
+    for h in HEADERS.values():
+        v = params.get(h.param)
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            out[h.name] = "true" if v else "false"
+        elif isinstance(v, datetime):
+            out[h.name] = v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            out[h.name] = str(v)
+    return out
+
+
 def from_head(fields: dict[str, Any]) -> dict[str, str]:
     """What a HeadObject answer says about the header xattrs."""
     out: dict[str, str] = {}

@@ -213,8 +213,9 @@ def test_spool_recovery_classifies(
 
     again = Spool(str(tmp_path / "sp"), store)
     again.open()
-    uploaded, moved = trio.run(again.recover)
-    assert uploaded == ["was/closing"]
+    rec = trio.run(again.recover)
+    uploaded, moved = rec.uploaded, rec.moved
+    assert uploaded == ["was/closing"] and rec.kept == []
     obj = s3.get_object(Bucket=bucket, Key="was/closing")
     assert obj["Body"].read() == b"closed data" and obj["Metadata"] == {"mode": "33261"}
     assert len(moved) == 1 and Path(moved[0]).read_bytes() == b"partial"
@@ -300,3 +301,37 @@ def test_multipart_parts_are_streamed_from_the_spool_not_held_in_memory(
     assert head["ETag"].strip('"').endswith("-5")
     got = s3.get_object(Bucket=bucket, Key="big")["Body"].read()
     assert hashlib.md5(got).digest() == hashlib.md5(data).digest()
+
+
+def test_spool_recovery_keeps_failed_uploads_and_drops_superseded_ones(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """Of two closed entries for one key only the newer is uploaded (the older goes to
+    recovered/); a closed entry whose upload fails comes back as a live entry."""
+    store = make_store(proxy.url, bucket)
+    spool = Spool(str(tmp_path / "sp"), store, retry_window=0)
+    spool.open()
+    for key, data in (("k", b"older"), ("k", b"newer"), ("failing", b"kept bytes")):
+        e = spool.new(key)
+        trio.run(e.write, 0, data)
+        e.set_state(CLOSING, {"Metadata": {"mode": "33188"}})
+    spool.close()
+
+    again = Spool(str(tmp_path / "sp"), store, retry_window=0)
+    again.open()
+    proxy.fault = lambda r: (403, "AccessDenied") if "failing" in r.path else None
+    try:
+        rec = trio.run(again.recover)
+    finally:
+        proxy.fault = None
+    assert rec.uploaded == ["k"]
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"newer"
+    assert len(rec.moved) == 1 and Path(rec.moved[0]).read_bytes() == b"older"
+    [kept] = rec.kept
+    assert kept.entry.key == "failing" and kept.entry.dirty and kept.entry.size == 10
+    assert kept.entry.read(0, 100) == b"kept bytes"
+    assert kept.headers == {"Metadata": {"mode": "33188"}}
+    assert json.loads(Path(kept.entry.journal_path).read_text())["state"] == CLOSING
+    assert again.failed["failing"].startswith("AccessDenied")
+    kept.entry.close_fd()
+    again.close()

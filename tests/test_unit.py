@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -268,3 +269,29 @@ def test_meta_cache_that_cannot_open_is_off_not_an_error(tmp_path: Path) -> None
     assert not cache.enabled
     assert cache.lookup_sync(["k"]) == {}
     cache.close()
+
+
+# ------------------------------------------------------------------ ETags
+def test_etag_hasher_reproduces_multipart_etags() -> None:
+    import hashlib
+
+    from s3fuse.etag import ETagCheck, ETagHasher, guessed_part_sizes, multipart, part_count
+
+    data = os.urandom(3 * (1 << 20) + 123)
+    parts = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    want = multipart([hashlib.md5(p).digest() for p in parts])
+    assert part_count(want) == 4 and part_count(hashlib.md5(data).hexdigest()) is None
+    h = ETagHasher(1 << 20)
+    for i in range(0, len(data), 7777):  # chunks that straddle part boundaries
+        h.update(data[i : i + 7777])
+    assert h.etag() == want
+    assert 1 << 20 in guessed_part_sizes(len(data), 4)
+    check = ETagCheck(want, len(data))  # part size unknown: guessed
+    check.update(data)
+    assert check.guessed and check.result() is True
+    bad = bytearray(data)
+    bad[-1] ^= 1
+    check = ETagCheck(want, len(data), 1 << 20)  # part size known
+    check.update(bytes(bad))
+    assert not check.guessed and check.result() is False
+    assert ETagCheck("opaque-kms-etag", 10).result() is None
