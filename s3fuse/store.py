@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, TypeVar
 
 import boto3
@@ -39,6 +39,7 @@ T = TypeVar("T")
 PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
 GET_ATTEMPTS = 3  # a whole GET whose bytes do not match the ETag is fetched again
 COMPLETE_ATTEMPTS = 3
+STRAY_SLACK = 10  # seconds: a stray multipart upload began this much before ours at most
 # what a server answers to a CompleteMultipartUpload whose XML body changed in transit
 COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
 # what servers answer to a body that changed in transit: Content-MD5 (BadDigest) or, over
@@ -543,15 +544,25 @@ class Store:
         ranges = [(n + 1, off, min(part_size, size - off))
                   for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
 
+        retried: list[datetime] = []  # set when botocore sent the create more than once
+
         def create() -> str:
             # the part size, so that a reader can check the multipart ETag
             md = {**headers.get("Metadata", {}), META_PART_SIZE: str(part_size)}
+            started = datetime.now(UTC)
             r = self._client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, **{**headers, "Metadata": md}, **self._ssec
             )
+            if r.get("ResponseMetadata", {}).get("RetryAttempts"):
+                retried.append(started)
             return str(r["UploadId"])
 
         upload_id = await self._run(self.upload_limiter, "CreateMultipartUpload", key, create)
+        if retried:
+            # an earlier try may have created an upload whose answer was lost: no one
+            # would ever complete or abort it
+            with trio.CancelScope(shield=True):
+                await self._abort_strays(key, upload_id, retried[0])
         if track is not None:
             track(upload_id)
         etags: dict[int, tuple[str, bytes]] = {}
@@ -669,6 +680,33 @@ class Store:
         if strip_etag(r.get("ETag")) != expected:
             return None
         return PutResult(expected, r.get("VersionId"))
+
+    async def _abort_strays(self, key: str, ours: str, since: datetime) -> None:
+        """Abort the uploads of key begun since `since`, other than ours: those of a
+        CreateMultipartUpload that was sent again after its answer was lost."""
+
+        # the server's clock, not ours: its Initiated of our own upload is the reference,
+        # and strays began at most as long before it as the create call took (plus slack)
+        window = timedelta(seconds=STRAY_SLACK) + (datetime.now(UTC) - since)
+
+        def do() -> list[str]:
+            r = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            uploads = [u for u in r.get("Uploads", []) if u.get("Key") == key]
+            mine = [u["Initiated"] for u in uploads if u.get("UploadId") == ours]
+            if not mine:
+                return []
+            return [
+                str(u["UploadId"]) for u in uploads
+                if u.get("UploadId") != ours and u["Initiated"] >= mine[0] - window
+            ]  # fmt: skip
+
+        try:
+            strays = await self._run(self.meta_limiter, "ListMultipartUploads", key, do)
+            for stray in strays:
+                await self.abort_upload(key, stray)
+                log.warning("aborted a stray multipart upload of %r (a create sent twice)", key)
+        except StoreError as e:
+            log.warning("could not look for stray multipart uploads of %r: %s", key, e)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload; one that is gone already is no error."""

@@ -98,13 +98,15 @@ class RecordingProxy:
     ``fault`` is called with each request record before it is forwarded; it may return
     None (forward), an int or (int, code) (answer that HTTP status with an S3 error body,
     do not forward), "drop" (close the connection without answering), "flip" (forward
-    the body with one bit flipped), "flip-response" (flip a bit of the answer's body) or
+    the body with one bit flipped), "flip-response" (flip a bit of the answer's body),
+    "drop-response" (forward, then close the connection instead of answering) or
     ("stall", seconds) (wait, then forward).
     """
 
     upstream: str
     records: list[Recorded] = field(default_factory=list)
     fault: Callable[[Recorded], Any] | None = None
+    keep_records: bool = True  # False: a long soak does not hold every request in memory
 
     def __post_init__(self) -> None:
         up = urlsplit(self.upstream)
@@ -127,8 +129,9 @@ class RecordingProxy:
                     len(body),
                     hashlib.md5(body).hexdigest(),
                 )
-                with proxy._lock:
-                    proxy.records.append(rec)
+                if proxy.keep_records:
+                    with proxy._lock:
+                        proxy.records.append(rec)
                 action = proxy.fault(rec) if proxy.fault else None
                 if isinstance(action, tuple) and action[0] == "stall":
                     time.sleep(action[1])  # a server that stops answering for a while
@@ -161,12 +164,20 @@ class RecordingProxy:
                         for k, v in self.headers.items()
                         if k.lower() not in ("connection", "keep-alive")
                     }
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
+                    try:
+                        conn.request(self.command, self.path, body=body, headers=headers)
+                        resp = conn.getresponse()
+                        data = resp.read()
+                    except OSError:  # the server is down (a test stopped it): no answer
+                        self.close_connection = True
+                        return
                     rec.status = resp.status
                     if action == "flip-response" and data:
                         data = data[:-1] + bytes([data[-1] ^ 0x01])
+                    if action == "drop-response":  # done upstream, the answer is lost
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.send_response(resp.status)
                     for k, v in resp.getheaders():
                         if k.lower() in ("transfer-encoding", "connection", "content-length"):

@@ -216,3 +216,24 @@ def test_upload_left_open_by_a_killed_daemon_is_aborted(
 def _write_ignoring_errors(path: Any, data: bytes) -> None:
     with contextlib.suppress(OSError):
         path.write_bytes(data)
+
+
+def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: Backend) -> None:
+    """The answer to CreateMultipartUpload is lost (the server made the upload); botocore
+    sends it again: the first upload must not be left open, costing storage forever."""
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
+    lost: list[str] = []
+
+    def fault(r: Any) -> Any:
+        if r.method == "POST" and r.path.endswith("?uploads") and not lost:
+            lost.append(r.path)
+            return "drop-response"
+        return None
+
+    backend.proxy.fault = fault
+    data = os.urandom(7 * MiB)
+    (m / "big").write_bytes(data)
+    assert lost
+    assert body(backend, bucket, "big") == data
+    assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
