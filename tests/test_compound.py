@@ -25,6 +25,18 @@ def corrupt_puts(r: Any) -> Any:
     return "flip" if r.method == "PUT" else None
 
 
+def flip_first_get(key_suffix: str, flipped: list[str]) -> Any:
+    """A fault: the first GET of the key answers with a flipped byte (noted in flipped)."""
+
+    def fault(r: Any) -> Any:
+        if r.method == "GET" and r.key_path.endswith(key_suffix) and not flipped:
+            flipped.append(r.path)
+            return "flip-response"
+        return None
+
+    return fault
+
+
 def keys(b: Backend, bucket: str) -> list[str]:
     return [o["Key"] for o in b.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -123,14 +135,7 @@ def test_append_to_multipart_object_after_corrupted_download(
     (m / "big").write_bytes(data)
     assert "-" in backend.client().head_object(Bucket=bucket, Key="big")["ETag"]
     flipped: list[str] = []
-
-    def fault(r: Any) -> Any:
-        if r.method == "GET" and r.key_path.endswith("/big") and not flipped:
-            flipped.append(r.path)
-            return "flip-response"
-        return None
-
-    backend.proxy.fault = fault
+    backend.proxy.fault = flip_first_get("/big", flipped)
     backend.proxy.clear()
     with open(m / "big", "ab") as f:
         f.write(b"0123456789")
@@ -151,14 +156,7 @@ def test_patch_of_small_object_after_corrupted_download(
     m.unmount()
     m.start()
     flipped: list[str] = []
-
-    def fault(r: Any) -> Any:
-        if r.method == "GET" and r.key_path.endswith("/small") and not flipped:
-            flipped.append(r.path)
-            return "flip-response"
-        return None
-
-    backend.proxy.fault = fault
+    backend.proxy.fault = flip_first_get("/small", flipped)
     with open(m / "small", "r+b") as f:
         f.seek(10)
         f.write(b"patch")
