@@ -22,7 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from . import bulk, meta, xattrs
+from . import blocksums, bulk, meta, xattrs
 from . import etag as etag_sums
 from .cache import Caches, Child, DirListing
 from .errors import FsError, StoreError, hint_for
@@ -115,6 +115,7 @@ class Node:
     # user metadata (x-amz-meta-*, s3fuse's own keys excluded), read-only facts.
     hdrs: dict[str, str] = field(default_factory=dict)
     umeta: dict[str, str] = field(default_factory=dict)
+    integrity: dict[str, str] = field(default_factory=dict)  # meta.INTEGRITY_META values
     acl_loaded: bool = True
     tags_loaded: bool = True
     version_id: str | None = None
@@ -264,7 +265,7 @@ class S3Fs(pyfuse3.Operations):
     def _learn_xattrs(self, node: Node, info: ObjectInfo | None) -> None:
         """Header values and user metadata as S3 holds them (HEAD)."""
         if info is None:
-            node.hdrs, node.umeta = {}, {}
+            node.hdrs, node.umeta, node.integrity = {}, {}, {}
             node.acl_loaded = node.tags_loaded = True
             return
         md = {k.lower(): v for k, v in info.metadata.items()}
@@ -277,6 +278,7 @@ class S3Fs(pyfuse3.Operations):
             for k, v in md.items()
             if k not in meta.OWN_META and not k.startswith(xattrs.DIR_DEFAULT)
         }
+        node.integrity = {k: md[k] for k in meta.INTEGRITY_META if k in md}
         node.acl_loaded = node.tags_loaded = node.is_dir
         node.version_id = info.version_id
         node.last_modified_ns = info.last_modified_ns
@@ -737,9 +739,9 @@ class S3Fs(pyfuse3.Operations):
         values = {
             k: v for k, v in node.hdrs.items() if not (self.cfg.sse_c and k.startswith("sse"))
         }
-        return bulk.copy_params(
-            values, self._metadata(node), meta.content_type_for(basename(node.path))
-        )
+        # the same bytes: their block checksums and part size stay true
+        md = {**self._metadata(node), **node.integrity}
+        return bulk.copy_params(values, md, meta.content_type_for(basename(node.path)))
 
     # ================================================================ handlers: dirs
     @handler
@@ -902,14 +904,17 @@ class S3Fs(pyfuse3.Operations):
                 entry.truncate(0)
         raise AssertionError("unreachable")
 
-    async def _get(self, node: Node, start: int, end: int, *, whole: bool) -> bytes:
-        """A ranged GET; a whole object is checked against its ETag. A mismatch because
-        another writer replaced the object is not corruption: the node is refreshed and
-        the new object read."""
+    async def _get(self, node: Node, start: int, end: int, *, whole: bool) -> tuple[int, bytes]:
+        """A GET of [start, end), checked: a whole object against its ETag, a range of a
+        large one against its block checksums (the range then grows to whole blocks;
+        returns the offset the bytes begin at). A mismatch because another writer replaced
+        the object is not corruption: the node is refreshed and the new object read."""
         key = self.keys.file_key(node.path)
-        expect = self._checkable_etag(node) if whole else None
+        if not whole:
+            return await self._get_blocks(node, key, start, end)
+        expect = self._checkable_etag(node)
         try:
-            return await self.store.get_range(key, start, end, expect_etag=expect)
+            return start, await self.store.get_range(key, start, end, expect_etag=expect)
         except StoreError as e:
             if e.code != "ChecksumMismatch":
                 raise
@@ -918,7 +923,38 @@ class S3Fs(pyfuse3.Operations):
                 log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
                 raise
             await self._file_node(node.path, info)
-            return await self.store.get_range(key, start, min(end, info.size))
+            return start, await self.store.get_range(key, start, min(end, info.size))
+
+    async def _get_blocks(self, node: Node, key: str, start: int, end: int) -> tuple[int, bytes]:
+        for attempt in range(1, FILL_ATTEMPTS + 1):
+            sums = self._block_sums(node)
+            if sums is None:
+                return start, await self.store.get_range(key, start, end)
+            s, e = sums.span(start, end)
+            data = await self.store.get_range(key, s, e)
+            bad = await trio.to_thread.run_sync(sums.check, s, data)
+            if bad is None and len(data) == e - s:
+                return s, data
+            self.store.stats.corrupted()
+            info = await self.store.head(key)
+            if info is None:
+                raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another client")
+            if info.etag != node.etag:
+                await self._file_node(node.path, info)  # replaced: read the new one
+                end = min(end, info.size)
+            elif attempt == FILL_ATTEMPTS:
+                log.error("read of %r: bytes at %s do not match their block checksum %d "
+                          "times; refusing to return corrupted bytes", node.path, bad,
+                          attempt)  # fmt: skip
+            else:
+                log.warning("read of %r: bytes at %s do not match their block checksum "
+                            "(corrupted in transit?); fetching them again",
+                            node.path, bad)  # fmt: skip
+        raise StoreError("ChecksumMismatch", "a ranged GET kept returning bytes that do not "
+                         "match their block checksums", op="GetObject", key=key)  # fmt: skip
+
+    def _block_sums(self, node: Node) -> blocksums.BlockSums | None:
+        return blocksums.BlockSums.parse(node.integrity.get(meta.META_BLOCKS), node.attrs.size)
 
     def _checkable_etag(self, node: Node) -> str | None:
         """The object's ETag when it sums its bytes (an MD5, or a multipart ETag), which
@@ -1012,12 +1048,19 @@ class S3Fs(pyfuse3.Operations):
         if h.reader is None or h.reader.size != node.attrs.size:
             if h.reader is not None:
                 h.reader.close()
+            key = self.keys.file_key(node.path)
+            if blocksums.needed(node.attrs.size):
+                await self._exact(node)  # its block checksums are in the metadata
+            sums = self._block_sums(node)
+            if sums is None and node.attrs.size > blocksums.WHOLE_READ_MAX:
+                self.store.stats.unverifiable_ranges(key)
             h.reader = Reader(
                 self.store,
-                self.keys.file_key(node.path),
+                key,
                 node.attrs.size,
                 lambda start, end, whole: self._get(node, start, end, whole=whole),
                 self.nursery,
+                sums,
             )
         return await h.reader.read(off, size)
 
@@ -1052,6 +1095,7 @@ class S3Fs(pyfuse3.Operations):
         node.acl_loaded = node.tags_loaded = True
         node.stored, node.etag, node.full = True, res.etag, True
         node.version_id = res.version_id
+        node.integrity = dict(res.metadata)
         node.md5 = entry.last_md5
         node.last_modified_ns = meta.now_ns()
         node.attrs.size = entry.size
@@ -1287,7 +1331,15 @@ class S3Fs(pyfuse3.Operations):
         if node.stored:
             await self._exact(node)
             res = await self.store.copy(old_key, new_key, await self._copy_params(node))
-            await self.store.delete(old_key)
+            try:
+                await self.store.delete(old_key)
+            except StoreError as e:
+                # the rename fails, both names hold the bytes: show the copy too
+                copied = Child(False, node.attrs.size, res.etag, node.attrs.mtime_ns)
+                self.cache.added(parent_of(new_path), basename(new_path), copied)
+                log.error("rename of %r to %r: copied, but the original could not be deleted "
+                          "(%s); both names now hold the file", node.path, new_path, e)  # fmt: skip
+                raise
             node.etag = res.etag or node.etag
         # the spool entry's key (and journal) follow in _repath
 

@@ -20,7 +20,9 @@ META_GID = "gid"
 META_MTIME = "mtime"
 # the part size of a multipart upload, so that a reader can check the multipart ETag
 META_PART_SIZE = "s3fuse-part-size"
-OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, META_PART_SIZE)
+META_BLOCKS = "s3fuse-blocks"  # blocksums.py
+INTEGRITY_META = (META_PART_SIZE, META_BLOCKS)  # describe the bytes: kept by every copy
+OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, *INTEGRITY_META)
 
 DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

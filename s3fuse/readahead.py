@@ -1,14 +1,18 @@
 """Reading a stored object without downloading it first.
 
-- An object up to SMALL bytes is read with one GET, checked against its MD5 ETag.
+- An object up to SMALL bytes is read with one GET, checked against its ETag.
 - A reader that starts at offset 0, or has read 4 MiB in sequence, gets a *stream*: one
   ranged GET from its offset to the end, read ahead in the background (at most WINDOW
   bytes beyond what was asked for),
   so the next read is usually already in memory. The kernel's own read-ahead sends reads
   slightly out of order; KEEP bytes behind the newest read stay for them.
-- A read far from the previous one is a single small ranged GET (never a whole-object
+- A read far from the previous one is a single ranged GET (never a whole-object
   download for a small read).
-Memory per reader is bounded by WINDOW + KEEP + one piece.
+- With block checksums (blocksums.py) every range is whole blocks, and no byte of a
+  block is handed out before the whole block matched its sum: a stream starts at a block
+  boundary and shows each block once it is checked; a random read fetches its blocks. A
+  mismatch ends the stream; the read then goes through `fetch`, which fetches again.
+Memory per reader is bounded by WINDOW + KEEP + one block.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from typing import Any
 
 import trio
 
+from . import blocksums
 from .errors import StoreError
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-SMALL = 8 << 20
+SMALL = blocksums.WHOLE_READ_MAX
 WINDOW = 32 << 20
 KEEP = 4 << 20
 PIECE = 1 << 20
@@ -34,12 +39,18 @@ RANDOM_READ = 1 << 20
 # read-ahead fetches for one small read)
 STREAM_AFTER = 4 << 20
 START_WINDOW = 4 << 20  # a new stream reads this far ahead; doubling to WINDOW
-Fetch = Callable[[int, int, bool], Awaitable[bytes]]  # (start, end, whole object) -> bytes
+# (start, end, whole object) -> (offset, bytes from offset covering [start, end))
+Fetch = Callable[[int, int, bool], Awaitable[tuple[int, bytes]]]
 
 
 class Stream:
-    def __init__(self, store: Store, key: str, start: int, end: int, nursery: trio.Nursery):
-        self.store, self.key, self.end = store, key, end
+    def __init__(
+        self, store: Store, key: str, start: int, end: int, nursery: trio.Nursery,
+        sums: blocksums.BlockSums | None = None,
+    ) -> None:  # fmt: skip
+        self.store, self.key, self.end, self.sums = store, key, end, sums
+        if sums is not None:
+            start = sums.span(start, start)[0]
         self.offsets: list[int] = []
         self.pieces: list[bytes] = []
         self.base = start  # offset of the first piece kept
@@ -60,32 +71,59 @@ class Stream:
         await self._changed.wait()
 
     async def _pump(self) -> None:
+        arrived = self.filled
+        unchecked: list[bytes] = []  # of the block under way (with sums)
         try:
             body = await self.store.open_stream(self.key, self.filled, self.end)
             try:
-                while self.filled < self.end and not self.closed:
-                    if self.filled - self.want >= self.window:
+                while arrived < self.end and not self.closed:
+                    if arrived == self.filled and self.filled - self.want >= self.window:
                         await self._wait()
                         continue
-                    n = min(PIECE, self.end - self.filled)
+                    n = min(PIECE, self.end - arrived)
                     data = await self.store.read_stream(body, n, self.key)
                     if not data:
                         raise StoreError("IncompleteBody", "the GET ended early", key=self.key)
-                    self.offsets.append(self.filled)
-                    self.pieces.append(data)
-                    self.filled += len(data)
-                    # the kernel reads ahead in parallel: a read may still wait for
-                    # bytes far behind the newest one
-                    floor = min([self.want - KEEP, *self.active])
-                    while self.offsets and self.offsets[0] + len(self.pieces[0]) <= floor:
-                        self.base += len(self.pieces[0])
-                        del self.offsets[0], self.pieces[0]
-                    self._notify()
+                    arrived += len(data)
+                    unchecked.append(data)
+                    if (
+                        self.sums is not None
+                        and arrived % self.sums.block_size
+                        and (arrived < self.end)
+                    ):
+                        continue  # the block is not complete yet
+                    await self._show(unchecked)
+                    unchecked = []
             finally:
                 Store.close_stream(body)
         except Exception as e:  # handed to the reader waiting for these bytes
             self.error = e
             self._notify()
+
+    async def _show(self, pieces: list[bytes]) -> None:
+        """Make the pieces (a whole checked block, with sums) readable."""
+        if self.sums is not None:
+            data = b"".join(pieces)
+            bad = await trio.to_thread.run_sync(self.sums.check, self.filled, data)
+            if bad is not None:
+                self.store.stats.corrupted()
+                log.warning("read-ahead of %r: bytes at %d do not match their block checksum "
+                            "(corrupted in transit?); they are fetched again",
+                            self.key, bad)  # fmt: skip
+                raise StoreError("ChecksumMismatch", f"bytes at {self.filled} of a GET do "
+                                 "not match their block checksum", key=self.key)  # fmt: skip
+            pieces = [data]
+        for data in pieces:
+            self.offsets.append(self.filled)
+            self.pieces.append(data)
+            self.filled += len(data)
+        # the kernel reads ahead in parallel: a read may still wait for bytes far behind
+        # the newest one
+        floor = min([self.want - KEEP, *self.active])
+        while self.offsets and self.offsets[0] + len(self.pieces[0]) <= floor:
+            self.base += len(self.pieces[0])
+            del self.offsets[0], self.pieces[0]
+        self._notify()
 
     def can_serve(self, off: int) -> bool:
         return self.error is None and self.base <= off <= self.filled + WINDOW
@@ -127,9 +165,12 @@ class Stream:
 
 
 class Reader:
-    def __init__(self, store: Store, key: str, size: int, fetch: Fetch, nursery: Any) -> None:
-        self.store, self.key, self.size = store, key, size
-        self.fetch = fetch  # ranged GET with MD5 check of whole objects
+    def __init__(
+        self, store: Store, key: str, size: int, fetch: Fetch, nursery: Any,
+        sums: blocksums.BlockSums | None = None,
+    ) -> None:  # fmt: skip
+        self.store, self.key, self.size, self.sums = store, key, size, sums
+        self.fetch = fetch  # ranged GET, checked (whole objects: ETag; ranges: block sums)
         self.nursery = nursery
         self.stream: Stream | None = None
         self.last_end = 0
@@ -144,18 +185,18 @@ class Reader:
         if self.buf_start <= off and off + size <= self.buf_start + len(self.buf):
             data = self.buf[off - self.buf_start : off - self.buf_start + size]
         elif self.size <= SMALL:
-            self.buf, self.buf_start = await self.fetch(0, self.size, True), 0
+            self.buf_start, self.buf = await self.fetch(0, self.size, True)
             data = self.buf[off : off + size]
         elif self.stream is not None and self.stream.can_serve(off):
             data = await self._stream_read(off, size)
         elif off == 0 or (abs(off - self.last_end) <= PIECE and self.sequential >= STREAM_AFTER):
             self.close()
-            self.stream = Stream(self.store, self.key, off, self.size, self.nursery)
+            self.stream = Stream(self.store, self.key, off, self.size, self.nursery, self.sums)
             data = await self._stream_read(off, size)
         else:
             end = min(self.size, off + max(size, RANDOM_READ))
-            self.buf, self.buf_start = await self.fetch(off, end, False), off
-            data = self.buf[:size]
+            self.buf_start, self.buf = await self.fetch(off, end, False)
+            data = self.buf[off - self.buf_start : off - self.buf_start + size]
         near = abs(off - self.last_end) <= PIECE
         self.sequential = self.sequential + len(data) if near else len(data)
         self.last_end = off + len(data)
@@ -168,7 +209,8 @@ class Reader:
         except StoreError as e:
             log.warning("read-ahead of %r failed (%s); reading the range directly", self.key, e)
             self.close()
-            return await self.fetch(off, off + size, False)
+            self.buf_start, self.buf = await self.fetch(off, off + size, False)
+            return self.buf[off - self.buf_start : off - self.buf_start + size]
 
     def close(self) -> None:
         if self.stream is not None:

@@ -32,9 +32,13 @@ from typing import Any
 
 import trio
 
+from . import blocksums
 from .errors import FsError, StoreError
+from .etag import ETagHasher
 from .hashing import Hasher
+from .meta import META_BLOCKS
 from .store import CORRUPTED, PutResult, Store
+from .xattrs import META_LIMIT, meta_size
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,22 @@ def _md5_of_file(path: str) -> bytes:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.digest()
+
+
+def _chunk_sums_of_file(path: str) -> list[int]:
+    sums = blocksums.ChunkSums()
+    with open(path, "rb") as f:
+        while chunk := f.read(blocksums.CHUNK):
+            sums.update(chunk)
+    return sums.finish()
+
+
+def _etag_of_file(path: str, part_size: int) -> str:
+    h = ETagHasher(part_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.etag()
 
 
 def _json_default(o: object) -> str:
@@ -361,14 +381,26 @@ class Spool:
         progress = self.in_flight[key] = [0, size]
         deadline = time.monotonic() + self.retry_window
         delay = 0.5
+        sums = await self._block_sums(key, path, size, headers)
+        if sums is not None:
+            md = headers.get("Metadata") or {}
+            headers = {**headers, "Metadata": {**md, META_BLOCKS: sums}}
         while True:
             try:
-                return await self._send_once(
+                res = await self._send_once(
                     key, path, size, headers, conditions, md5, progress, data
                 )
+                if sums is not None:
+                    res.metadata[META_BLOCKS] = sums
+                return res
             except StoreError as e:
                 if e.code == "ChecksumMismatch" and e.op in STORED_OPS:
                     await self._remove_corrupted(key, e)
+                if e.code in CONFLICT and conditions:
+                    landed = await self._landed(key, path, size, md5)
+                    if landed is not None:
+                        landed.metadata.update({META_BLOCKS: sums} if sums else {})
+                        return landed
                 if e.code not in TRANSIENT or time.monotonic() + delay > deadline:
                     raise
                 log.warning("upload of %r: %s; trying again in %.1f s (the server may be "
@@ -377,6 +409,38 @@ class Spool:
                 delay = min(delay * 2, 8.0)
             finally:
                 self.in_flight.pop(key, None)
+
+    @staticmethod
+    async def _block_sums(key: str, path: str, size: int, headers: dict[str, Any]) -> str | None:
+        """The block checksums of a large file (blocksums.py), if they fit in the metadata
+        beside the user's; without them its ranged reads cannot be checked."""
+        if not blocksums.needed(size):
+            return None
+        chunk_sums = await trio.to_thread.run_sync(_chunk_sums_of_file, path)
+        value = blocksums.encode(size, chunk_sums)
+        md = {**(headers.get("Metadata") or {}), META_BLOCKS: value}
+        if meta_size(md) > META_LIMIT:
+            log.warning("%r: no room for block checksums beside its metadata; its ranged "
+                        "reads will not be verified", key)  # fmt: skip
+            return None
+        return value
+
+    async def _landed(self, key: str, path: str, size: int, md5: bytes | None) -> PutResult | None:
+        """After a failed condition: whether S3 holds exactly these bytes, because this
+        very upload landed and only its answer was lost (botocore then resent it, and the
+        resent request's condition no longer holds). Not a conflict then."""
+        current = await self.store.head(key)
+        if current is None or current.size != size:
+            return None
+        if size >= self.multipart_threshold:
+            want = await trio.to_thread.run_sync(_etag_of_file, path, self.part_size)
+        else:
+            digest = md5 if md5 is not None else await trio.to_thread.run_sync(_md5_of_file, path)
+            want = digest.hex()
+        if current.etag != want:
+            return None
+        log.warning("%r: S3 already holds this upload (its first answer was lost)", key)
+        return PutResult(current.etag, current.version_id)
 
     @staticmethod
     def _track_upload(data_path: str, key: str, upload_id: str | None) -> None:

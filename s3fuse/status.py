@@ -48,6 +48,11 @@ def snapshot(fs: S3Fs, spool: Spool, store: Store) -> dict[str, Any]:
         "bytes_downloaded": stats.bytes_downloaded,
         "requests": dict(stats.requests),
         "errors": dict(stats.errors),
+        "reads": {
+            "corrupted_refetched": stats.corrupted_reads,
+            "unverified_whole": stats.unverified,
+            "unverified_ranged": stats.unverified_ranges,
+        },
         "spool_bytes": spool_bytes(spool.dir),
         "updated": iso(time.time()),
     }
@@ -94,6 +99,15 @@ def format_text(mount: dict[str, Any]) -> str:
     errs = mount.get("errors", {})
     if errs:
         lines.append("  errors:   " + ", ".join(f"{k} {v}" for k, v in sorted(errs.items())))
+    reads = mount.get("reads", {})
+    if reads.get("unverified_whole") or reads.get("unverified_ranged"):
+        lines.append(
+            f"  unverified reads: {reads.get('unverified_whole', 0)} whole (multipart ETag of "
+            f"unknown part size), {reads.get('unverified_ranged', 0)} ranged (large objects "
+            "without s3fuse block checksums)"
+        )
+    if reads.get("corrupted_refetched"):
+        lines.append(f"  corrupted in transit, fetched again: {reads['corrupted_refetched']}")
     if mount.get("log_file"):
         lines.append(f"  log: {mount['log_file']}")
     return "\n".join(lines)

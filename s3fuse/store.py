@@ -134,6 +134,7 @@ class Listing:
 class PutResult:
     etag: str
     version_id: str | None
+    metadata: dict[str, str] = field(default_factory=dict)  # s3fuse's own, added on the way
 
 
 def _ns(dt: Any) -> int:
@@ -164,6 +165,8 @@ class Stats:
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
         self.unverified = 0  # whole GETs whose multipart ETag could not be checked
+        self.unverified_ranges = 0  # large objects read in ranges without block checksums
+        self.corrupted_reads = 0  # GETs whose bytes failed their check (fetched again)
 
     def unverifiable(self, key: str) -> None:
         with self._lock:
@@ -172,6 +175,19 @@ class Stats:
         if first:
             log.warning("%r: its ETag cannot be checked (a multipart object of unknown part "
                         "size); such downloads are taken unchecked on this mount", key)  # fmt: skip
+
+    def unverifiable_ranges(self, key: str) -> None:
+        with self._lock:
+            self.unverified_ranges += 1
+            first = self.unverified_ranges == 1
+        if first:
+            log.warning("%r: read in ranges without block checksums (written by another tool, "
+                        "or no room in its metadata): reads of such large objects are not "
+                        "verified on this mount; 'status' counts them", key)  # fmt: skip
+
+    def corrupted(self) -> None:
+        with self._lock:
+            self.corrupted_reads += 1
 
     def count(self, op: str) -> None:
         with self._lock:
@@ -669,6 +685,7 @@ class Store:
         if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
             raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
                              f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
+        res.metadata[META_PART_SIZE] = str(part_size)
         return res
 
     def _completed_as(self, key: str, expected: str) -> PutResult | None:

@@ -91,6 +91,13 @@ class Recorded:
         return self.path.split("?", 1)[0]
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (timed out, reset by a fault) is expected here."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class RecordingProxy:
     """A reverse proxy that records every request and can alter traffic.
@@ -99,8 +106,12 @@ class RecordingProxy:
     None (forward), an int or (int, code) (answer that HTTP status with an S3 error body,
     do not forward), "drop" (close the connection without answering), "flip" (forward
     the body with one bit flipped), "flip-response" (flip a bit of the answer's body),
-    "drop-response" (forward, then close the connection instead of answering) or
-    ("stall", seconds) (wait, then forward).
+    "drop-response" (forward, then close the connection instead of answering),
+    "cut-response" (forward, then send only half the answer's body and close), an answer
+    (200, "Code") for a 200 whose body is an error, ("stall", seconds) (a slow server:
+    forward at once, hold the answer that long) or
+    ("late", seconds) (late delivery: hold the request that long, then forward it even
+    though the client has given up by then, a duplicate that lands after its retry).
     """
 
     upstream: str
@@ -133,8 +144,12 @@ class RecordingProxy:
                     with proxy._lock:
                         proxy.records.append(rec)
                 action = proxy.fault(rec) if proxy.fault else None
-                if isinstance(action, tuple) and action[0] == "stall":
-                    time.sleep(action[1])  # a server that stops answering for a while
+                hold_answer = 0.0
+                if isinstance(action, tuple) and action[0] in ("stall", "late"):
+                    if action[0] == "late":
+                        time.sleep(action[1])
+                    else:
+                        hold_answer = action[1]
                     action = None
                 if action == "flip" and body:
                     body = bytes([body[0] ^ 0x01]) + body[1:]  # corruption in transit
@@ -142,7 +157,7 @@ class RecordingProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if isinstance(action, int) or (isinstance(action, tuple) and action[0] != "stall"):
+                if isinstance(action, (int, tuple)):
                     status, code = action if isinstance(action, tuple) else (action, "")
                     code = code or ("InternalError" if status >= 500 else "AccessDenied")
                     rec.status = status
@@ -172,6 +187,7 @@ class RecordingProxy:
                         self.close_connection = True
                         return
                     rec.status = resp.status
+                    time.sleep(hold_answer)  # done upstream, the answer comes late
                     if action == "flip-response" and data:
                         data = data[:-1] + bytes([data[-1] ^ 0x01])
                     if action == "drop-response":  # done upstream, the answer is lost
@@ -188,6 +204,11 @@ class RecordingProxy:
                     else:
                         self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    if action == "cut-response" and data:  # the connection breaks midway
+                        self.wfile.write(data[: len(data) // 2])
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     if self.command != "HEAD":
                         self.wfile.write(data)
                 finally:
@@ -196,7 +217,7 @@ class RecordingProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

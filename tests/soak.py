@@ -47,7 +47,8 @@ class Chaos:
 
     KINDS = ("503", "500", "reset", "lost-answer", "stall", "flip-body", "flip-get")
 
-    def __init__(self, seed: int, rate: float) -> None:
+    def __init__(self, seed: int, rate: float, late: bool = False) -> None:
+        self.kinds = self.KINDS + (("late",) if late else ())
         self.rng = random.Random(seed)
         self.rate = rate
         self.on = True
@@ -64,7 +65,7 @@ class Chaos:
                 return "flip"
             if self.rng.random() >= self.rate:
                 return None
-            kind = self.rng.choice(self.KINDS)
+            kind = self.rng.choice(self.kinds)
             object_get = r.method == "GET" and "?" not in r.path
             if (kind == "flip-body" and not r.body_len) or (kind == "flip-get" and not object_get):
                 return None
@@ -75,6 +76,7 @@ class Chaos:
             "reset": "drop",
             "lost-answer": "drop-response",
             "stall": ("stall", READ_TIMEOUT + 1),
+            "late": ("late", READ_TIMEOUT + 1),
             "flip-body": "flip",
             "flip-get": "flip-response",
         }[kind]
@@ -119,13 +121,14 @@ def md5_file(path: Path) -> str:
 def run(
     b: Backend, root: Path, *, seconds: float, seed: int, workers: int = 3,
     kill_every: tuple[float, float] = (40, 60), rate: float = 0.05, max_size: int = 24 * MiB,
+    late: bool = False, mount_args: tuple[str, ...] = (),
 ) -> Result:  # fmt: skip
     res = Result(b.name, seed)
     rng = random.Random(seed)
     bucket = b.bucket()
-    chaos = Chaos(seed, rate)
+    chaos = Chaos(seed, rate, late)
     proxy = RecordingProxy(b.url, fault=chaos, keep_records=False)
-    m = Mount(bucket, proxy.url, root, *MOUNT_ARGS, env=b.env)
+    m = Mount(bucket, proxy.url, root, *MOUNT_ARGS, *mount_args, env=b.env)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         chaos.on = False  # the set-up is not under test
@@ -217,6 +220,22 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--rate", type=float, default=0.05, help="share of requests with a fault")
+    ap.add_argument(
+        "--late-delivery",
+        action="store_true",
+        help="also hold some requests until the client gave up, then deliver them\n"
+        "(a duplicate that lands after its retry; see README: not defended)",
+    )
+    ap.add_argument("-o", dest="options", default="", help="more mount options (conflict=detect)")
+    ap.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=(40, 60),
+        metavar=("MIN", "MAX"),
+        help="seconds between SIGKILLs of the daemon",
+    )
+    ap.add_argument("--max-size", type=int, default=24 * MiB, help="largest file, bytes")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     ok = True
@@ -224,7 +243,9 @@ def main() -> int:
         root = Path(tempfile.mkdtemp(prefix=f"s3fuse-soak-{name}-"))
         with backend(name, root) as b:
             res = run(b, root, seconds=args.seconds, seed=seed, workers=args.workers,
-                      rate=args.rate)  # fmt: skip
+                      rate=args.rate, late=args.late_delivery, max_size=args.max_size,
+                      kill_every=tuple(args.kill_every),
+                      mount_args=("-o", args.options) if args.options else ())  # fmt: skip
         print(res.line(), flush=True)
         for p in res.problems[:50]:
             print("  " + p)

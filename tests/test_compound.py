@@ -235,3 +235,63 @@ def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: B
     assert lost
     assert body(backend, bucket, "big") == data
     assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_complete_answered_200_with_an_error_is_retried(
+    mount_factory: Any, backend: Backend
+) -> None:
+    """S3 may answer CompleteMultipartUpload with 200 and an error in the body."""
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
+    hit: list[str] = []
+
+    def fault(r: Any) -> Any:
+        if r.method == "POST" and "uploadId=" in r.path and not hit:
+            hit.append(r.path)
+            return (200, "InternalError")
+        return None
+
+    backend.proxy.fault = fault
+    data = os.urandom(11 * MiB)
+    (m / "big").write_bytes(data)
+    assert hit
+    assert body(backend, bucket, "big") == data
+    assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [100_000, 20 * MiB])
+def test_get_cut_short_is_read_again(mount_factory: Any, backend: Backend, size: int) -> None:
+    bucket = backend.bucket()
+    data = os.urandom(size)
+    backend.client().put_object(Bucket=bucket, Key="f", Body=data)
+    m = mount(mount_factory, backend, bucket)
+    cut: list[str] = []
+
+    def fault(r: Any) -> Any:
+        if r.method == "GET" and r.key_path.endswith("/f") and not cut:
+            cut.append(r.path)
+            return "cut-response"
+        return None
+
+    backend.proxy.fault = fault
+    assert (m / "f").read_bytes() == data
+    assert cut
+
+
+def test_failure_between_copy_and_delete_of_a_rename_loses_nothing(
+    mount_factory: Any, backend: Backend
+) -> None:
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket)
+    (m / "a").write_bytes(b"A" * 5000)
+    backend.proxy.fault = lambda r: 403 if r.method == "DELETE" else None
+    with pytest.raises(OSError) as e:
+        os.rename(m / "a", m / "b")
+    assert e.value.errno == errno.EACCES
+    backend.proxy.fault = None
+    # both names hold the bytes: the copy is there, the original was not deleted
+    assert (m / "a").read_bytes() == b"A" * 5000
+    assert (m / "b").read_bytes() == b"A" * 5000
+    assert sorted(os.listdir(m.path)) == ["a", "b"]
+    os.rename(m / "a", m / "b")  # the user tries again: now it completes
+    assert keys(backend, bucket) == ["b"] and body(backend, bucket, "b") == b"A" * 5000

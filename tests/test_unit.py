@@ -295,3 +295,40 @@ def test_etag_hasher_reproduces_multipart_etags() -> None:
     check.update(bytes(bad))
     assert not check.guessed and check.result() is False
     assert ETagCheck("opaque-kms-etag", 10).result() is None
+
+
+def test_block_sums_check_whole_blocks_and_find_the_bad_one() -> None:
+    from s3fuse import blocksums as bs
+
+    size = 3 * bs.CHUNK + 1000
+    data = bytearray(os.urandom(size))
+    sums = bs.ChunkSums()
+    for i in range(0, size, 777_777):  # fed in pieces that do not align with chunks
+        sums.update(data[i : i + 777_777])
+    value = bs.encode(size, sums.finish())
+    got = bs.BlockSums.parse(value, size)
+    assert got is not None and got.block_size == bs.CHUNK and len(got.sums) == 4
+    assert bs.BlockSums.parse(value, size + 1) is None  # the sums of another version
+    assert bs.BlockSums.parse(value, size + bs.CHUNK) is None
+    assert bs.BlockSums.parse("nonsense", size) is None
+    assert got.span(bs.CHUNK + 5, bs.CHUNK + 6) == (bs.CHUNK, 2 * bs.CHUNK)
+    assert got.span(size - 1, size) == (3 * bs.CHUNK, size)
+    assert got.check(0, bytes(data)) is None
+    assert got.check(2 * bs.CHUNK, bytes(data[2 * bs.CHUNK :])) is None
+    data[2 * bs.CHUNK + 17] ^= 1
+    assert got.check(0, bytes(data)) == 2 * bs.CHUNK
+    assert got.check(3 * bs.CHUNK, bytes(data[3 * bs.CHUNK :])) is None
+
+
+def test_block_sums_stay_small_for_large_objects() -> None:
+    from s3fuse import blocksums as bs
+
+    assert not bs.needed(bs.WHOLE_READ_MAX)  # read whole: its ETag checks it
+    assert bs.needed(bs.WHOLE_READ_MAX + 1)
+    size = 5 << 30
+    assert bs.needed(size)
+    n = -(-size // bs.CHUNK)
+    value = bs.encode(size, [i for i in range(n)])
+    parsed = bs.BlockSums.parse(value, size)
+    assert parsed is not None and len(parsed.sums) <= bs.MAX_BLOCKS and len(value) <= 530
+    assert not bs.needed(7 << 30)  # blocks past MAX_BLOCK: not read-verifiable
