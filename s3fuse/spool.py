@@ -223,12 +223,26 @@ class SpoolEntry:
         # empty, and recovery moves an entry with an unreadable journal to recovered/.
         # Later states replace it atomically (a torn CLOSING record must not be lost).
         path = self.journal_path + ".tmp" if self._journaled else self.journal_path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "short write to the spool journal")
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write to the spool journal")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if not (
+                state == CLOSING and self._journaled and e.errno in (errno.ENOSPC, errno.EDQUOT)
+            ):
+                raise
+            # The spool filled up: the journal still says "open", which only makes a crash
+            # during this upload move the file to recovered/ instead of uploading it.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            log.warning("spool %s is full: %r is uploaded without its 'closing' journal (a "
+                        "crash meanwhile would move it to recovered/)", self.spool.dir,
+                        self.key)  # fmt: skip
+            return
         if self._journaled:
             os.replace(path, self.journal_path)
         self._journaled = True

@@ -122,6 +122,39 @@ def test_full_spool_gives_enospc_and_reads_go_on(
         subprocess.run(["umount", "-l", str(spool)], check=False)
 
 
+def test_spool_full_while_a_multipart_file_closes(
+    mount_factory: Any, bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    """A file written whole, then the spool fills (another writer) before it is closed:
+    its multipart upload (journal, upload record) still completes; the other file fails."""
+    spool = tmp_path / "tiny"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(spool)], check=True)
+    try:
+        m = mount_factory(bucket, "--spool-dir", str(spool),
+                          "-o", "multipart_threshold=6291456,part_size=5242880")  # fmt: skip
+        data = os.urandom(10 << 20)
+        big = open(m / "big", "wb")  # noqa: SIM115 (closed by hand: the close is checked)
+        filler = open(m / "filler", "wb")  # noqa: SIM115
+        big.write(data)
+        big.flush()
+        with pytest.raises(OSError) as e:
+            for _ in range(200):
+                filler.write(os.urandom(64 * 1024))
+                filler.flush()
+        assert e.value.errno == errno.ENOSPC
+        big.close()  # close() 0: stored, although the spool has no room left
+        assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == data
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        with pytest.raises(OSError) as e:
+            filler.close()
+        assert e.value.errno == errno.ENOSPC
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="filler")
+        m.unmount()
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
 def test_keys_posix_cannot_show(mount_factory: Any, bucket: str, s3: Any) -> None:
     bad = ["a//b", "../up", "./dot", "x/./y", "x/../z", "n" * 300, "deep/" + "q" * 256 + "/f"]
     for k in bad:
