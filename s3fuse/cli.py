@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import runtime
-from .config import ConfigError, MountConfig, apply_options, split_bucket
+from s3fuse import runtime
+from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
 
 MOUNT_HELP = """\
 Mount an S3 bucket (or a prefix of it) as a directory. Every file closed through the mount
@@ -146,7 +146,7 @@ def _fail(code: str, message: str) -> int:
 
 def cmd_mount(cfg: MountConfig) -> int:
     if cfg.foreground:
-        from .daemon import run_foreground
+        from s3fuse.daemon import run_foreground
 
         return run_foreground(cfg)
     return spawn_background(cfg)
@@ -235,7 +235,7 @@ def _envelope(ok: bool, data: Any = None, code: str = "", message: str = "") -> 
 
 
 def cmd_status(mountpoint: str | None, as_json: bool) -> int:
-    from .status import format_text
+    from s3fuse.status import format_text
 
     mounts = []
     for state in runtime.all_states():
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "_daemon":
-        from .daemon import run_foreground
+        from s3fuse.daemon import run_foreground
 
         data = json.loads(sys.stdin.read())
         return run_foreground(MountConfig(**data))

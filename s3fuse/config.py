@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .keys import normalize_prefix
-from .xattrs import XattrError, validate
+from s3fuse.model.keys import normalize_prefix
+from s3fuse.model.xattrs import XattrError, validate
 
 HEADER_OPTIONS = ("storage_class", "sse", "sse_kms_key_id", "sse_bucket_key", "acl")
 

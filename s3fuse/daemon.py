@@ -17,15 +17,15 @@ from typing import Any
 import pyfuse3
 import trio
 
-from . import kernel, runtime, status
-from .config import ConfigError, MountConfig, load_sse_c_key
-from .errors import StoreError
-from .fs import FsConfig, S3Fs
-from .keys import KeyMap
-from .meta import Defaults
-from .metacache import MetaCache
-from .spool import Spool, SpoolError
-from .store import Store, StoreConfig
+from s3fuse import kernel, runtime, status
+from s3fuse.config import ConfigError, MountConfig, load_sse_c_key
+from s3fuse.core.fs import FsConfig, S3Fs
+from s3fuse.core.metacache import MetaCache
+from s3fuse.errors import StoreError
+from s3fuse.model.keys import KeyMap
+from s3fuse.model.meta import Defaults
+from s3fuse.s3.client import Store, StoreConfig
+from s3fuse.spool.spool import Spool, SpoolError
 
 log = logging.getLogger("s3fuse")
 

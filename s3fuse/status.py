@@ -7,9 +7,9 @@ import os
 import time
 from typing import Any
 
-from .fs import S3Fs
-from .spool import Spool
-from .store import Store
+from s3fuse.core.fs import S3Fs
+from s3fuse.s3.client import Store
+from s3fuse.spool.spool import Spool
 
 
 def iso(ts: float) -> str:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trio
 
+from s3fuse.core.readahead import Reader
 from s3fuse.errors import StoreError
-from s3fuse.readahead import Reader
-from s3fuse.spool import CLOSING, OPEN, Spool
-from s3fuse.store import Store, StoreConfig
+from s3fuse.s3.client import Store, StoreConfig
+from s3fuse.spool.spool import CLOSING, OPEN, Spool
 from tests.servers import RecordingProxy, free_port
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from s3fuse import kernel, meta
+from s3fuse import kernel
 from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
 from s3fuse.errors import StoreError, errno_for
-from s3fuse.keys import KeyMap, NameError_, decode_name, listable_name, normalize_prefix
+from s3fuse.model import meta
+from s3fuse.model.keys import KeyMap, NameError_, decode_name, listable_name, normalize_prefix
 
 # ------------------------------------------------------------------ keys
 
@@ -232,8 +233,8 @@ def test_mount_help_names_only_real_options() -> None:
 def test_meta_cache_keeps_head_answers_and_stays_bounded(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from s3fuse.metacache import MetaCache
-    from s3fuse.store import ObjectInfo
+    from s3fuse.core.metacache import MetaCache
+    from s3fuse.s3.client import ObjectInfo
 
     def info(i: int) -> ObjectInfo:
         return ObjectInfo(
@@ -262,7 +263,7 @@ def test_meta_cache_keeps_head_answers_and_stays_bounded(tmp_path: Path) -> None
 
 
 def test_meta_cache_that_cannot_open_is_off_not_an_error(tmp_path: Path) -> None:
-    from s3fuse.metacache import MetaCache
+    from s3fuse.core.metacache import MetaCache
 
     cache = MetaCache(str(tmp_path / "no-such-dir" / "meta.db"))
     cache.open()
@@ -275,7 +276,7 @@ def test_meta_cache_that_cannot_open_is_off_not_an_error(tmp_path: Path) -> None
 def test_etag_hasher_reproduces_multipart_etags() -> None:
     import hashlib
 
-    from s3fuse.etag import ETagCheck, ETagHasher, guessed_part_sizes, multipart, part_count
+    from s3fuse.model.etag import ETagCheck, ETagHasher, guessed_part_sizes, multipart, part_count
 
     data = os.urandom(3 * (1 << 20) + 123)
     parts = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
@@ -298,7 +299,7 @@ def test_etag_hasher_reproduces_multipart_etags() -> None:
 
 
 def test_block_sums_check_whole_blocks_and_find_the_bad_one() -> None:
-    from s3fuse import blocksums as bs
+    from s3fuse.model import blocksums as bs
 
     size = 3 * bs.CHUNK + 1000
     data = bytearray(os.urandom(size))
@@ -321,7 +322,7 @@ def test_block_sums_check_whole_blocks_and_find_the_bad_one() -> None:
 
 
 def test_block_sums_stay_small_for_large_objects() -> None:
-    from s3fuse import blocksums as bs
+    from s3fuse.model import blocksums as bs
 
     assert not bs.needed(bs.WHOLE_READ_MAX)  # read whole: its ETag checks it
     assert bs.needed(bs.WHOLE_READ_MAX + 1)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from s3fuse import xattrs
+from s3fuse.model import xattrs
 from tests.conftest import Mount
 from tests.servers import RecordingProxy
 

@@ -29,10 +29,10 @@ import botocore.utils
 import trio
 from botocore.config import Config
 
-from . import etag as etag_sums
-from .errors import StoreError
-from .etag import ETagCheck
-from .meta import META_PART_SIZE
+from s3fuse.errors import StoreError
+from s3fuse.model import etag as etag_sums
+from s3fuse.model.etag import ETagCheck
+from s3fuse.model.meta import META_PART_SIZE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

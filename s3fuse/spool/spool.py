@@ -32,13 +32,13 @@ from typing import Any
 
 import trio
 
-from . import blocksums
-from .errors import FsError, StoreError
-from .etag import ETagHasher
-from .hashing import Hasher
-from .meta import META_BLOCKS
-from .store import CORRUPTED, PutResult, Store
-from .xattrs import META_LIMIT, meta_size
+from s3fuse.errors import FsError, StoreError
+from s3fuse.model import blocksums
+from s3fuse.model.etag import ETagHasher
+from s3fuse.model.meta import META_BLOCKS
+from s3fuse.model.xattrs import META_LIMIT, meta_size
+from s3fuse.s3.client import CORRUPTED, PutResult, Store
+from s3fuse.spool.hashing import Hasher
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from .errors import FsError
+from s3fuse.errors import FsError
 
 MAX_KEY_BYTES = 1024  # S3's limit on a key, prefix included
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX

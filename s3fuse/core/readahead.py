@@ -24,9 +24,9 @@ from typing import Any
 
 import trio
 
-from . import blocksums
-from .errors import StoreError
-from .store import Store
+from s3fuse.errors import StoreError
+from s3fuse.model import blocksums
+from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from .errors import FsError
-from .meta import OWN_META
+from s3fuse.errors import FsError
+from s3fuse.model.meta import OWN_META
 
 PREFIX = "user.s3."
 USER = "user."

@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from . import xattrs
-from .errors import StoreError
-from .store import Store
+from s3fuse.errors import StoreError
+from s3fuse.model import xattrs
+from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 
