@@ -21,10 +21,11 @@ from s3fuse import kernel, runtime, status
 from s3fuse.config import ConfigError, MountConfig, load_sse_c_key
 from s3fuse.core.fs import FsConfig, S3Fs
 from s3fuse.core.metacache import MetaCache
-from s3fuse.errors import StoreError
+from s3fuse.errors import NO_BUCKET, StoreError
 from s3fuse.model.keys import KeyMap
 from s3fuse.model.meta import Defaults
-from s3fuse.s3.client import Store, StoreConfig
+from s3fuse.s3.client import Store
+from s3fuse.s3.types import StoreConfig
 from s3fuse.spool.spool import Spool, SpoolError
 
 log = logging.getLogger("s3fuse")
@@ -106,7 +107,7 @@ def check_bucket(cfg: MountConfig) -> None:
     try:
         Store(store_config(cfg, attempts=min(cfg.retries, 2))).check_bucket_sync()
     except StoreError as e:
-        if e.code in ("NoSuchBucket", "404", "NotFound"):
+        if e.code in NO_BUCKET:
             raise StartError(
                 "NO_SUCH_BUCKET",
                 f"bucket {cfg.bucket!r} does not exist at "

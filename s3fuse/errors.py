@@ -43,6 +43,21 @@ S3_ERRNO: dict[str, int] = {
 }
 
 
+# ---- classes of S3 error codes: what a caller does about them
+# a body that changed in transit: Content-MD5 (BadDigest) or, over plain http where the
+# SigV4 signature covers the payload's SHA-256, the signature check
+CORRUPTED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
+CORRUPTION = (*CORRUPTED, "ChecksumMismatch")  # ... or what s3fuse's own checks found
+# a CompleteMultipartUpload whose request was garbled on the way: send it again
+COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
+CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")  # a condition failed
+TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
+             "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
+NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+NO_BUCKET = ("NoSuchBucket", "404", "NotFound")  # a HEAD of the bucket answers a bare 404
+NO_UPLOAD = ("NoSuchUpload", "404")
+
+
 def errno_for(code: str) -> int:
     if code.startswith("KMS."):
         return errno.EINVAL

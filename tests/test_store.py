@@ -14,7 +14,8 @@ import trio
 
 from s3fuse.core.readahead import Reader
 from s3fuse.errors import StoreError
-from s3fuse.s3.client import Store, StoreConfig
+from s3fuse.s3.client import Store
+from s3fuse.s3.types import StoreConfig
 from s3fuse.spool.spool import CLOSING, OPEN, Spool
 from tests.servers import RecordingProxy, free_port
 

@@ -234,7 +234,7 @@ def test_meta_cache_keeps_head_answers_and_stays_bounded(tmp_path: Path) -> None
     from datetime import UTC, datetime
 
     from s3fuse.core.metacache import MetaCache
-    from s3fuse.s3.client import ObjectInfo
+    from s3fuse.s3.types import ObjectInfo
 
     def info(i: int) -> ObjectInfo:
         return ObjectInfo(

@@ -26,13 +26,14 @@ from s3fuse.core import bulk
 from s3fuse.core.cache import Caches, Child, DirListing
 from s3fuse.core.metacache import MetaCache
 from s3fuse.core.readahead import Reader
-from s3fuse.errors import FsError, StoreError, hint_for
+from s3fuse.errors import CONFLICT, FsError, StoreError, hint_for
 from s3fuse.model import blocksums, meta, xattrs
 from s3fuse.model import etag as etag_sums
 from s3fuse.model.keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from s3fuse.model.meta import Attrs, Defaults
-from s3fuse.s3.client import ObjectInfo, PutResult, Store
-from s3fuse.spool.spool import CLEAN, CONFLICT, Kept, Spool, SpoolEntry
+from s3fuse.s3.client import Store
+from s3fuse.s3.types import ObjectInfo, PutResult
+from s3fuse.spool.spool import CLEAN, Kept, Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from s3fuse.s3.client import ObjectInfo
+from s3fuse.s3.types import ObjectInfo
 
 log = logging.getLogger(__name__)
 

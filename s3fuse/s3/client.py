@@ -14,11 +14,8 @@ import hashlib
 import io
 import logging
 import os
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, TypeVar
 
@@ -29,10 +26,11 @@ import botocore.utils
 import trio
 from botocore.config import Config
 
-from s3fuse.errors import StoreError
+from s3fuse.errors import COMPLETE_GARBLED, CORRUPTED, NO_UPLOAD, NOT_FOUND, StoreError
 from s3fuse.model import etag as etag_sums
 from s3fuse.model.etag import ETagCheck
 from s3fuse.model.meta import META_PART_SIZE
+from s3fuse.s3.types import Listing, ObjectInfo, PutResult, Stats, StoreConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,43 +38,6 @@ PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
 GET_ATTEMPTS = 3  # a whole GET whose bytes do not match the ETag is fetched again
 COMPLETE_ATTEMPTS = 3
 STRAY_SLACK = 10  # seconds: a stray multipart upload began this much before ours at most
-# what a server answers to a CompleteMultipartUpload whose XML body changed in transit
-COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
-# what servers answer to a body that changed in transit: Content-MD5 (BadDigest) or, over
-# plain http where the SigV4 signature covers the payload's SHA-256, the signature check
-CORRUPTED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    bucket: str
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    addressing_style: str = "auto"  # path | virtual | auto
-    checksum: str = "when_required"  # botocore request_checksum_calculation
-    # SHA-256 of every body in the SigV4 signature: botocore does it over plain http;
-    # every body s3fuse sends carries a signed Content-MD5, which protects it as well
-    # (what botocore relies on over https), so by default the payload goes unsigned
-    sign_payload: bool = False
-    max_attempts: int = 5  # botocore standard retry mode, first try included
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    upload_threads: int = 8
-    meta_threads: int = 16
-    sse_c_key: bytes | None = field(default=None, repr=False)  # never logged
-
-
-@dataclass
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    last_modified_ns: int
-    metadata: dict[str, str] = field(default_factory=dict)
-    content_type: str = ""
-    version_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # other headers from HEAD
 
 
 class _Section(io.RawIOBase):
@@ -122,21 +83,6 @@ class _Section(io.RawIOBase):
         return h.digest()
 
 
-@dataclass
-class Listing:
-    prefix: str
-    objects: list[ObjectInfo]
-    prefixes: list[str]  # common prefixes, ending in "/"
-    truncated: bool
-
-
-@dataclass
-class PutResult:
-    etag: str
-    version_id: str | None
-    metadata: dict[str, str] = field(default_factory=dict)  # s3fuse's own, added on the way
-
-
 def _ns(dt: Any) -> int:
     return int(dt.timestamp() * 1_000_000_000) if dt is not None else 0
 
@@ -153,54 +99,6 @@ def _listed(o: dict[str, Any]) -> ObjectInfo:
 
 def strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
-
-
-class Stats:
-    """Request and error counters, updated from worker threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.bytes_uploaded = 0
-        self.bytes_downloaded = 0
-        self.unverified = 0  # whole GETs whose multipart ETag could not be checked
-        self.unverified_ranges = 0  # large objects read in ranges without block checksums
-        self.corrupted_reads = 0  # GETs whose bytes failed their check (fetched again)
-
-    def unverifiable(self, key: str) -> None:
-        with self._lock:
-            self.unverified += 1
-            first = self.unverified == 1
-        if first:
-            log.warning("%r: its ETag cannot be checked (a multipart object of unknown part "
-                        "size); such downloads are taken unchecked on this mount", key)  # fmt: skip
-
-    def unverifiable_ranges(self, key: str) -> None:
-        with self._lock:
-            self.unverified_ranges += 1
-            first = self.unverified_ranges == 1
-        if first:
-            log.warning("%r: read in ranges without block checksums (written by another tool, "
-                        "or no room in its metadata): reads of such large objects are not "
-                        "verified on this mount; 'status' counts them", key)  # fmt: skip
-
-    def corrupted(self) -> None:
-        with self._lock:
-            self.corrupted_reads += 1
-
-    def count(self, op: str) -> None:
-        with self._lock:
-            self.requests[op] += 1
-
-    def error(self, code: str) -> None:
-        with self._lock:
-            self.errors[code] += 1
-
-    def add_bytes(self, up: int = 0, down: int = 0) -> None:
-        with self._lock:
-            self.bytes_uploaded += up
-            self.bytes_downloaded += down
 
 
 # botocore sends "Expect: 100-continue" with every PutObject/UploadPart body and waits
@@ -351,7 +249,7 @@ class Store:
                 r = self._client.head_object(Bucket=self.bucket, Key=key, **self._ssec)
             except botocore.exceptions.ClientError as e:
                 code = str(e.response.get("Error", {}).get("Code", ""))
-                if code in ("404", "NoSuchKey", "NotFound"):
+                if code in NOT_FOUND:
                     return None
                 raise
             return ObjectInfo(
@@ -732,7 +630,7 @@ class Store:
             try:
                 self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except botocore.exceptions.ClientError as e:
-                if str(e.response.get("Error", {}).get("Code", "")) not in ("NoSuchUpload", "404"):
+                if str(e.response.get("Error", {}).get("Code", "")) not in NO_UPLOAD:
                     raise
 
         await self._run(self.upload_limiter, "AbortMultipartUpload", key, do)

@@ -32,12 +32,13 @@ from typing import Any
 
 import trio
 
-from s3fuse.errors import FsError, StoreError
+from s3fuse.errors import CONFLICT, CORRUPTION, TRANSIENT, FsError, StoreError
 from s3fuse.model import blocksums
 from s3fuse.model.etag import ETagHasher
 from s3fuse.model.meta import META_BLOCKS
 from s3fuse.model.xattrs import META_LIMIT, meta_size
-from s3fuse.s3.client import CORRUPTED, PutResult, Store
+from s3fuse.s3.client import Store
+from s3fuse.s3.types import PutResult
 from s3fuse.spool.hashing import Hasher
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 PUT_ATTEMPTS = 3
 # requests after which a ChecksumMismatch means S3 now holds the corrupted bytes
 STORED_OPS = ("PutObject", "CompleteMultipartUpload")
-CORRUPTION = (*CORRUPTED, "ChecksumMismatch")
-CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")
-TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
-             "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
 
 # Files up to this size are read from the spool into memory for the PutObject: cheaper than
 # a file object for botocore to seek and read (most files written through a mount are small)

@@ -1,0 +1,107 @@
+"""The S3 client's value types and counters, without boto3: the layers above name them
+(metacache, spool, readahead, the core) without importing the client module."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"  # path | virtual | auto
+    checksum: str = "when_required"  # botocore request_checksum_calculation
+    # SHA-256 of every body in the SigV4 signature: botocore does it over plain http;
+    # every body s3fuse sends carries a signed Content-MD5, which protects it as well
+    # (what botocore relies on over https), so by default the payload goes unsigned
+    sign_payload: bool = False
+    max_attempts: int = 5  # botocore standard retry mode, first try included
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    upload_threads: int = 8
+    meta_threads: int = 16
+    sse_c_key: bytes | None = field(default=None, repr=False)  # never logged
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified_ns: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    version_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # other headers from HEAD
+
+
+@dataclass
+class Listing:
+    prefix: str
+    objects: list[ObjectInfo]
+    prefixes: list[str]  # common prefixes, ending in "/"
+    truncated: bool
+
+
+@dataclass
+class PutResult:
+    etag: str
+    version_id: str | None
+    metadata: dict[str, str] = field(default_factory=dict)  # s3fuse's own, added on the way
+
+
+class Stats:
+    """Request and error counters, updated from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.bytes_uploaded = 0
+        self.bytes_downloaded = 0
+        self.unverified = 0  # whole GETs whose multipart ETag could not be checked
+        self.unverified_ranges = 0  # large objects read in ranges without block checksums
+        self.corrupted_reads = 0  # GETs whose bytes failed their check (fetched again)
+
+    def unverifiable(self, key: str) -> None:
+        with self._lock:
+            self.unverified += 1
+            first = self.unverified == 1
+        if first:
+            log.warning("%r: its ETag cannot be checked (a multipart object of unknown part "
+                        "size); such downloads are taken unchecked on this mount", key)  # fmt: skip
+
+    def unverifiable_ranges(self, key: str) -> None:
+        with self._lock:
+            self.unverified_ranges += 1
+            first = self.unverified_ranges == 1
+        if first:
+            log.warning("%r: read in ranges without block checksums (written by another tool, "
+                        "or no room in its metadata): reads of such large objects are not "
+                        "verified on this mount; 'status' counts them", key)  # fmt: skip
+
+    def corrupted(self) -> None:
+        with self._lock:
+            self.corrupted_reads += 1
+
+    def count(self, op: str) -> None:
+        with self._lock:
+            self.requests[op] += 1
+
+    def error(self, code: str) -> None:
+        with self._lock:
+            self.errors[code] += 1
+
+    def add_bytes(self, up: int = 0, down: int = 0) -> None:
+        with self._lock:
+            self.bytes_uploaded += up
+            self.bytes_downloaded += down
