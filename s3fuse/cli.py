@@ -36,6 +36,7 @@ Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are igno
                              header defaults of every upload (xattrs user.s3.* win)
   uid=, gid=, umask=, allow_other, kernel_ttl=, read_ahead_kb=, sign_payload,
   multipart_threshold=, part_size=, retry_window=, connect_timeout=, read_timeout=
+  retry_every=60             seconds between new tries of uploads whose close() failed
 
 examples:
   s3fuse mount my-bucket /mnt/s3

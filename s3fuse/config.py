@@ -79,6 +79,7 @@ class MountConfig:
     sign_payload: bool = False  # SHA-256 of bodies in the signature (see README)
     retries: int = 5
     retry_window: float = 30.0  # seconds an upload keeps retrying an unreachable/5xx server
+    retry_every: float = 60.0  # seconds between new tries of uploads whose close() failed
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     upload_threads: int = 8
@@ -137,6 +138,8 @@ class MountConfig:
             raise ConfigError("cache_ttl and kernel_ttl must be >= 0")
         if self.retries < 1:
             raise ConfigError("retries must be >= 1 (1 = no retry)")
+        if self.retry_every <= 0:
+            raise ConfigError("retry_every must be > 0 (seconds)")
         if self.upload_threads < 1:
             raise ConfigError("upload_threads must be >= 1")
         if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):

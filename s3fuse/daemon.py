@@ -22,6 +22,7 @@ from s3fuse.config import ConfigError, MountConfig, load_sse_c_key
 from s3fuse.core.fs import FsConfig, S3Fs
 from s3fuse.core.metacache import MetaCache
 from s3fuse.errors import NO_BUCKET, StoreError
+from s3fuse.fuse.adapter import FuseOps
 from s3fuse.model.keys import KeyMap
 from s3fuse.model.meta import Defaults
 from s3fuse.s3.client import Store
@@ -217,7 +218,7 @@ class Daemon:
                 len(rec.uploaded), len(rec.moved), self.spool.dir, len(rec.kept),
             )  # fmt: skip
         await self.fs.adopt(rec.kept)
-        pyfuse3.init(self.fs, self.cfg.mountpoint, self.fuse_options())
+        pyfuse3.init(FuseOps(self.fs), self.cfg.mountpoint, self.fuse_options())
         unmounted_cleanly = False
         try:
             async with trio.open_nursery() as nursery:
@@ -225,6 +226,7 @@ class Daemon:
                 self.spool.nursery = nursery  # and the hashing of large writes
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._announce, ready)
+                nursery.start_soon(self._retry_failed_uploads)
                 await pyfuse3.main()
                 unmounted_cleanly = True
                 nursery.cancel_scope.cancel()
@@ -280,6 +282,15 @@ class Daemon:
             if line != last:
                 sd_notify(f"STATUS={line}")
                 last = line
+
+    async def _retry_failed_uploads(self) -> None:
+        """Files whose upload failed (close() reported it) stay in the spool: they are
+        tried again every retry_every seconds, so they reach S3 once it is back without
+        waiting for the unmount."""
+        while True:
+            await trio.sleep(self.cfg.retry_every)
+            if self.spool.failed:
+                await self.fs.upload_pending(closed_only=True)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

@@ -53,6 +53,8 @@ COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
 CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")  # a condition failed
 TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
              "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
+# transient, and still failing after every retry: the server is down or overloaded
+UNREACHABLE = ("EndpointUnreachable", "ServiceUnavailable", "SlowDown", "503", "RequestTimeout")
 NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 NO_BUCKET = ("NoSuchBucket", "404", "NotFound")  # a HEAD of the bucket answers a bare 404
 NO_UPLOAD = ("NoSuchUpload", "404")

@@ -31,12 +31,7 @@ def spool_bytes(directory: str) -> int:
 def snapshot(fs: S3Fs, spool: Spool, store: Store) -> dict[str, Any]:
     """Counters and queues; never credentials or keys."""
     in_flight = {k: {"sent": v[0], "size": v[1]} for k, v in spool.in_flight.items()}
-    pending = sorted(
-        n.entry.key
-        for n in fs.nodes.values()
-        if n.entry is not None and n.entry.dirty and not n.unlinked
-        and n.entry.key not in in_flight
-    )  # fmt: skip
+    pending = sorted(k for k in fs.pending_keys() if k not in in_flight)
     stats = store.stats
     return {
         "uploads": {

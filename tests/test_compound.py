@@ -295,3 +295,60 @@ def test_failure_between_copy_and_delete_of_a_rename_loses_nothing(
     assert sorted(os.listdir(m.path)) == ["a", "b"]
     os.rename(m / "a", m / "b")  # the user tries again: now it completes
     assert keys(backend, bucket) == ["b"] and body(backend, bucket, "b") == b"A" * 5000
+
+
+def test_recovery_with_the_server_down_is_quick_and_retried_later(
+    mount_factory: Any, backend: Backend
+) -> None:
+    """Closed files left by a killed daemon, the server unreachable at the next start:
+    one upload is tried, not one per file (a mount held back for minutes); the files are
+    shown and stored by the background retry once the server is back, without unmount."""
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket, "-o", "retry_window=1,retry_every=1",
+              "--retries", "1")  # fmt: skip
+    backend.proxy.fault = corrupt_puts
+    names = [f"f{i}" for i in range(5)]
+    for n in names:
+        with pytest.raises(OSError):
+            (m / n).write_bytes(n.encode() * 100)
+    m.kill()
+    backend.proxy.fault = lambda r: "drop" if r.method == "PUT" else None
+    backend.proxy.clear()
+    m.start()
+    tried = {r.key_path for r in backend.proxy.requests("PUT")}
+    assert len(tried) == 1, tried
+    assert "the server cannot be reached" in m.log_text()
+    assert sorted(os.listdir(m.path)) == names
+    assert all((m / n).read_bytes() == n.encode() * 100 for n in names)
+    backend.proxy.fault = None
+    deadline = time.monotonic() + 30
+    while sorted(keys(backend, bucket)) != names:
+        assert time.monotonic() < deadline, keys(backend, bucket)
+        time.sleep(0.3)
+    assert all(body(backend, bucket, n) == n.encode() * 100 for n in names)
+    assert "retry: 'f0' stored" in m.log_text()
+
+
+def test_upload_whose_creation_a_kill_interrupted_is_aborted(
+    mount_factory: Any, backend: Backend
+) -> None:
+    """Killed after S3 created the upload, before its id came back: the next mount finds
+    the upload by its key and aborts it (found by the soak)."""
+    bucket = backend.bucket()
+    m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
+    s3 = backend.client()
+    backend.proxy.fault = lambda r: ("stall", 5) if r.path.endswith("?uploads") else None
+    data = os.urandom(11 * MiB)
+    writer = threading.Thread(target=_write_ignoring_errors, args=(m / "big", data))
+    writer.start()
+    deadline = time.monotonic() + 30
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        assert time.monotonic() < deadline, "the upload was not created"
+        time.sleep(0.05)
+    m.kill()  # the create's answer is still held back
+    writer.join(30)
+    backend.proxy.fault = None
+    m.start()
+    assert "whose creation a crash interrupted" in m.log_text()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert body(backend, bucket, "big") == data  # its close() had started: uploaded

@@ -1,14 +1,14 @@
-"""pyfuse3 Operations: the errno boundary and the inode table.
-
-Only ``pyfuse3.FUSEError`` leaves a handler (see ``handler``). Uploads happen in
-``flush``/``fsync`` through the spool; this module never imports boto3.
+"""The filesystem core: the inode table and every operation, in plain Python (types in
+core/types.py). The FUSE adapter (s3fuse/fuse/adapter.py) calls these methods and maps
+their exceptions (FsError, StoreError, OSError) to errnos; tests call them directly.
+Uploads happen in ``flush``/``fsync`` through the spool; this module never imports boto3
+or pyfuse3.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import itertools
 import logging
@@ -17,28 +17,39 @@ import stat
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-import pyfuse3
 import trio
 
 from s3fuse.core import bulk
 from s3fuse.core.cache import Caches, Child, DirListing
 from s3fuse.core.metacache import MetaCache
 from s3fuse.core.readahead import Reader
-from s3fuse.errors import CONFLICT, FsError, StoreError, hint_for
+from s3fuse.core.types import (
+    ENOATTR,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    ROOT_INODE,
+    AttrChanges,
+    Caller,
+    Entry,
+    FsStats,
+    NewAttrs,
+    Opened,
+    Refusal,
+    Reply,
+)
+from s3fuse.errors import CONFLICT, FsError, StoreError
 from s3fuse.model import blocksums, meta, xattrs
 from s3fuse.model import etag as etag_sums
 from s3fuse.model.keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from s3fuse.model.meta import Attrs, Defaults
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import ObjectInfo, PutResult
-from s3fuse.spool.spool import CLEAN, Kept, Spool, SpoolEntry
+from s3fuse.spool.spool import CLEAN, CLOSING, Kept, Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 EMPTY_MD5 = hashlib.md5(b"").digest()
 BLKSIZE = 1 << 20
@@ -49,36 +60,8 @@ FILL_ATTEMPTS = 3  # downloads before a partial write whose bytes came corrupted
 SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
 
 
-def handler(
-    fn: Callable[Concatenate[S3Fs, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[S3Fs, P], Coroutine[Any, Any, R]]:
-    """The errno boundary: every exception becomes a FUSEError, logged once here."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: S3Fs, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(self, *args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except StoreError as e:
-            level = logging.DEBUG if e.errno == errno.ENOENT else logging.ERROR
-            log.log(level, "%s: %s%s", fn.__name__, e, hint_for(e.code))
-            raise pyfuse3.FUSEError(e.errno) from None
-        except FsError as e:
-            log.warning("%s: %s", fn.__name__, e)
-            raise pyfuse3.FUSEError(e.errno) from None
-        except OSError as e:
-            log.error("%s: local I/O error: %s", fn.__name__, e)
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except Exception:
-            log.exception("%s: unexpected error", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def fuse_error(err: int) -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(err)
+def refuse(err: int) -> Refusal:
+    return Refusal(err)
 
 
 @dataclass(frozen=True)
@@ -151,12 +134,11 @@ class DirHandle:
     entries: list[tuple[str, Node]]
 
 
-class S3Fs(pyfuse3.Operations):
+class S3Fs:
     supports_dot_lookup = False
     enable_writeback_cache = False
 
     def __init__(self, store: Store, spool: Spool, keymap: KeyMap, cfg: FsConfig) -> None:
-        super().__init__()
         self.store = store
         self.spool = spool
         self.keys = keymap
@@ -167,13 +149,13 @@ class S3Fs(pyfuse3.Operations):
         self._inflight: dict[str, trio.Event] = {}
         self.nodes: dict[int, Node] = {}
         self.by_path: dict[str, int] = {}
-        self._inos = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._inos = itertools.count(ROOT_INODE + 1)
         self._fhs = itertools.count(1)
         self.handles: dict[int, Handle] = {}
         self.dir_handles: dict[int, DirHandle] = {}
         d = cfg.defaults
         root = Node(
-            pyfuse3.ROOT_INODE,
+            ROOT_INODE,
             "",
             Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, meta.now_ns()),
             stored=True,
@@ -187,7 +169,7 @@ class S3Fs(pyfuse3.Operations):
     def _node(self, ino: int) -> Node:
         node = self.nodes.get(ino)
         if node is None:
-            raise fuse_error(errno.ENOENT)
+            raise refuse(errno.ENOENT)
         return node
 
     def _known(self, path: str) -> Node | None:
@@ -199,7 +181,7 @@ class S3Fs(pyfuse3.Operations):
         """Whether the node's attributes can be answered without asking S3. Attributes
         from a listing alone lack s3fuse's metadata (mode, owner, mtime): never fresh."""
         return (
-            node.ino == pyfuse3.ROOT_INODE
+            node.ino == ROOT_INODE
             or node.entry is not None
             or node.opens > 0
             or (
@@ -219,7 +201,7 @@ class S3Fs(pyfuse3.Operations):
             return await self._dir_node(node.path)
         found = await self._file_node(node.path)
         if found is None:
-            raise fuse_error(errno.ENOENT)
+            raise refuse(errno.ENOENT)
         return found
 
     def _install(
@@ -260,7 +242,7 @@ class S3Fs(pyfuse3.Operations):
     async def _exact(self, node: Node) -> Node:
         """The node with its stored metadata and headers (a HEAD if its attributes came
         from a listing): before anything re-sends them (upload, copy, xattrs)."""
-        if node.full or node.entry is not None or node.ino == pyfuse3.ROOT_INODE:
+        if node.full or node.entry is not None or node.ino == ROOT_INODE:
             return node
         return await self._refresh(node)
 
@@ -294,7 +276,7 @@ class S3Fs(pyfuse3.Operations):
         self._maybe_drop(node)
 
     def _maybe_drop(self, node: Node) -> None:
-        if node.ino == pyfuse3.ROOT_INODE or node.lookups > 0 or node.opens > 0:
+        if node.ino == ROOT_INODE or node.lookups > 0 or node.opens > 0:
             return
         if node.entry is not None and node.entry.dirty and not node.unlinked:
             return  # failed upload: keep it reachable, its data is in the spool
@@ -305,38 +287,28 @@ class S3Fs(pyfuse3.Operations):
         if self.by_path.get(node.path) == node.ino:
             del self.by_path[node.path]
 
-    def _entry_attrs(self, node: Node) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
+    def _entry_attrs(self, node: Node) -> Entry:
         a = node.attrs
-        e.st_ino = node.ino
-        e.generation = 0
         timeout = self.cfg.kernel_ttl if node.full or node.listed else 0
-        e.entry_timeout = timeout
-        e.attr_timeout = timeout
-        e.st_mode = a.mode
-        e.st_nlink = 2 if node.is_dir else 1
-        e.st_uid = a.uid
-        e.st_gid = a.gid
-        e.st_rdev = 0
         size = 0 if node.is_dir else node.size
-        e.st_size = size
-        e.st_blksize = BLKSIZE
-        e.st_blocks = (size + 511) // 512
-        e.st_atime_ns = e.st_ctime_ns = e.st_mtime_ns = a.mtime_ns
-        return e
+        return Entry(
+            st_ino=node.ino, st_mode=a.mode, st_nlink=2 if node.is_dir else 1, st_uid=a.uid,
+            st_gid=a.gid, st_size=size, st_blksize=BLKSIZE, st_blocks=(size + 511) // 512,
+            st_mtime_ns=a.mtime_ns, entry_timeout=timeout, attr_timeout=timeout,
+        )  # fmt: skip
 
-    def _reply(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _reply(self, node: Node) -> Entry:
         node.lookups += 1
         return self._entry_attrs(node)
 
     def _child_path(self, parent: Node, name: bytes) -> str:
         if not parent.is_dir:
-            raise fuse_error(errno.ENOTDIR)
+            raise refuse(errno.ENOTDIR)
         return join(parent.path, decode_name(name))
 
     def _writable(self) -> None:
         if self.cfg.read_only:
-            raise fuse_error(errno.EROFS)
+            raise refuse(errno.EROFS)
 
     # ================================================================ resolving names
     def _attrs_from_info(self, info: ObjectInfo, is_dir: bool) -> Attrs:
@@ -440,7 +412,7 @@ class S3Fs(pyfuse3.Operations):
         if node is not None and self._fresh(node):
             return node
         if self.cache.is_negative(path):
-            raise fuse_error(errno.ENOENT)
+            raise refuse(errno.ENOENT)
         parent = parent_of(path)
         name = basename(path)
         listing = self.cache.listing(parent)
@@ -451,7 +423,7 @@ class S3Fs(pyfuse3.Operations):
             child = listing.children.get(name)
             if child is None and listing.complete:
                 self.cache.negative[path] = True
-                raise fuse_error(errno.ENOENT)
+                raise refuse(errno.ENOENT)
             if child is not None:
                 if node is not None and self._same_version(node, child):
                     node.fetched = time.monotonic()
@@ -473,7 +445,7 @@ class S3Fs(pyfuse3.Operations):
             return await self._dir_node(path)
         if self.cfg.cache_ttl > 0:
             self.cache.negative[path] = True
-        raise fuse_error(errno.ENOENT)
+        raise refuse(errno.ENOENT)
 
     def _listed_node(self, path: str, child: Child, *, trusted: bool = True) -> Node:
         """A node from what a listing says alone (no s3fuse metadata); trusted: its
@@ -526,7 +498,7 @@ class S3Fs(pyfuse3.Operations):
                 known.fetched = time.monotonic()
                 found.append(known)  # HEADed already (the listing shows the same version)
                 return
-            with contextlib.suppress(StoreError, pyfuse3.FUSEError):  # judged by the rest
+            with contextlib.suppress(StoreError, FsError):  # judged by the rest
                 node = None if child is None else await self._child_attrs(join(parent, n), child)
                 if node is not None:
                     found.append(node)
@@ -592,10 +564,7 @@ class S3Fs(pyfuse3.Operations):
                 nursery.start_soon(one, path, child)
 
     # ================================================================ handlers: names
-    @handler
-    async def lookup(
-        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Caller) -> Entry:
         parent = self._node(parent_inode)
         if name == b".":
             return self._reply(parent)
@@ -605,30 +574,27 @@ class S3Fs(pyfuse3.Operations):
         self.keys.check_len(self.keys.prefix + path)
         return self._reply(await self._resolve(path))
 
-    @handler
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, n in inode_list:
             node = self.nodes.get(ino)
             if node is not None:
                 node.lookups = max(0, node.lookups - n)
                 self._maybe_drop(node)
 
-    @handler
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Caller) -> Entry:
         node = self._node(inode)
         if not self._fresh(node):
             node = await self._refresh(node)
         return self._entry_attrs(node)
 
-    @handler
     async def setattr(
         self,
         inode: int,
-        attr: pyfuse3.EntryAttributes,
-        fields: pyfuse3.SetattrFields,
+        attr: NewAttrs,
+        fields: AttrChanges,
         fh: int | None,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
+        ctx: Caller,
+    ) -> Entry:
         self._writable()
         node = await self._exact(self._node(inode))
         a = node.attrs
@@ -647,7 +613,7 @@ class S3Fs(pyfuse3.Operations):
             changed_meta = True
         if fields.update_size:
             if node.is_dir:
-                raise fuse_error(errno.EISDIR)
+                raise refuse(errno.EISDIR)
             entry = await self._spool_entry(node, keep_content=attr.st_size > 0)
             async with entry.lock:
                 entry.truncate(attr.st_size)
@@ -746,11 +712,10 @@ class S3Fs(pyfuse3.Operations):
         return bulk.copy_params(values, md, meta.content_type_for(basename(node.path)))
 
     # ================================================================ handlers: dirs
-    @handler
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    async def opendir(self, inode: int, ctx: Caller) -> int:
         node = self._node(inode)
         if not node.is_dir:
-            raise fuse_error(errno.ENOTDIR)
+            raise refuse(errno.ENOTDIR)
         cached = self.cache.listing(node.path)
         if cached is not None and cached.complete and cached.browsed:
             listing = cached  # listed within cache_ttl: no LIST (warm ls)
@@ -780,34 +745,29 @@ class S3Fs(pyfuse3.Operations):
                 n = self.nodes[ino]
                 if not n.unlinked and n.entry is not None and path != node.path:
                     entries.setdefault(basename(path), n)
-        parent = self.nodes.get(self.by_path.get(parent_of(node.path), pyfuse3.ROOT_INODE), node)
+        parent = self.nodes.get(self.by_path.get(parent_of(node.path), ROOT_INODE), node)
         dots = [(".", node), ("..", parent if node.path else node)]
         fh = next(self._fhs)
         self.dir_handles[fh] = DirHandle(node, dots + sorted(entries.items()))
         return fh
 
-    @handler
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    async def readdir(self, fh: int, start_id: int, reply: Reply) -> None:
         dh = self.dir_handles.get(fh)
         if dh is None:
-            raise fuse_error(errno.EBADF)
+            raise refuse(errno.EBADF)
         for i in range(start_id, len(dh.entries)):
             name, node = dh.entries[i]
-            if not pyfuse3.readdir_reply(
-                token, name.encode("utf-8"), self._entry_attrs(node), i + 1
-            ):
+            if not reply(name.encode("utf-8"), self._entry_attrs(node), i + 1):
                 return
             if i >= 2:  # the kernel counts no lookup for "." and ".."
                 node.lookups += 1
 
-    @handler
     async def releasedir(self, fh: int) -> None:
         dh = self.dir_handles.pop(fh, None)
         if dh is not None:
             for _, node in dh.entries[2:]:
                 self._maybe_drop(node)
 
-    @handler
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None
 
@@ -820,10 +780,7 @@ class S3Fs(pyfuse3.Operations):
         )
         return res.etag
 
-    @handler
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Caller) -> Entry:
         self._writable()
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
@@ -834,14 +791,13 @@ class S3Fs(pyfuse3.Operations):
         self.cache.put_listing(path, DirListing())
         return self._reply(node)
 
-    @handler
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Caller) -> None:
         self._writable()
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
         node = await self._resolve(path)
         if not node.is_dir:
-            raise fuse_error(errno.ENOTDIR)
+            raise refuse(errno.ENOTDIR)
         await self._check_empty(path)
         if node.stored:
             await self.store.delete(self.keys.marker_key(path))
@@ -862,7 +818,7 @@ class S3Fs(pyfuse3.Operations):
             anc = "/".join(parts[:i])
             try:
                 node = await self._resolve(anc)
-            except pyfuse3.FUSEError:
+            except FsError:
                 continue  # an implicit directory that vanished: no defaults
             values.update(node.hdrs)
         return values
@@ -976,7 +932,7 @@ class S3Fs(pyfuse3.Operations):
     def _handle(self, fh: int) -> Handle:
         h = self.handles.get(fh)
         if h is None:
-            raise fuse_error(errno.EBADF)
+            raise refuse(errno.EBADF)
         return h
 
     async def _spool_entry(self, node: Node, *, keep_content: bool) -> SpoolEntry:
@@ -998,10 +954,9 @@ class S3Fs(pyfuse3.Operations):
                 node.entry = entry
             return node.entry
 
-    @handler
     async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Caller
+    ) -> tuple[Opened, Entry]:
         self._writable()
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
@@ -1013,7 +968,7 @@ class S3Fs(pyfuse3.Operations):
         ):
             # the kernel's lookup may have been answered from a cached listing: with
             # O_EXCL, S3 itself decides (and a pending upload here counts as existing)
-            raise fuse_error(errno.EEXIST)
+            raise refuse(errno.EEXIST)
         if old is not None:
             self._supersede(old)
         attrs = Attrs(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
@@ -1023,13 +978,12 @@ class S3Fs(pyfuse3.Operations):
         node.entry = entry
         self.cache.added(parent.path, basename(path), Child(False))
         fh = self._open_handle(node, writable=True)
-        return pyfuse3.FileInfo(fh=fh), self._reply(node)
+        return Opened(fh=fh), self._reply(node)
 
-    @handler
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: Caller) -> Opened:
         node = self._node(inode)
         if node.is_dir:
-            raise fuse_error(errno.EISDIR)
+            raise refuse(errno.EISDIR)
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self._writable()
@@ -1039,9 +993,8 @@ class S3Fs(pyfuse3.Operations):
                 entry.truncate(0)
             node.attrs.size = 0
             node.attrs.mtime_ns = meta.now_ns()
-        return pyfuse3.FileInfo(fh=self._open_handle(node, writable))
+        return Opened(fh=self._open_handle(node, writable))
 
-    @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self._handle(fh)
         node = h.node
@@ -1066,11 +1019,10 @@ class S3Fs(pyfuse3.Operations):
             )
         return await h.reader.read(off, size)
 
-    @handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
         if not h.writable:
-            raise fuse_error(errno.EBADF)
+            raise refuse(errno.EBADF)
         node = h.node
         entry = await self._spool_entry(node, keep_content=True)
         async with entry.lock:
@@ -1153,17 +1105,14 @@ class S3Fs(pyfuse3.Operations):
         )  # fmt: skip
         raise FsError(errno.EEXIST if base is None else errno.ESTALE, "write conflict")
 
-    @handler
     async def flush(self, fh: int) -> None:
         h = self._handle(fh)
         if h.writable:
             await self._upload(h.node)
 
-    @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self._upload(self._handle(fh).node)
 
-    @handler
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
         if h is None:
@@ -1191,14 +1140,13 @@ class S3Fs(pyfuse3.Operations):
                 )
         self._maybe_drop(node)
 
-    @handler
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Caller) -> None:
         self._writable()
         parent = self._node(parent_inode)
         path = self._child_path(parent, name)
         node = await self._resolve(path)
         if node.is_dir:
-            raise fuse_error(errno.EISDIR)
+            raise refuse(errno.EISDIR)
         if node.opens > 0 and not node.is_link:
             # POSIX: open descriptors keep the file's content after unlink
             await self._spool_entry(node, keep_content=True)
@@ -1217,10 +1165,7 @@ class S3Fs(pyfuse3.Operations):
         self._detach(node)
 
     # ================================================================ handlers: links, rename
-    @handler
-    async def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Caller) -> Entry:
         """Stored the s3fs-fuse way: the object's body is the target, its mode S_IFLNK."""
         self._writable()
         parent = self._node(parent_inode)
@@ -1239,31 +1184,25 @@ class S3Fs(pyfuse3.Operations):
         self.cache.added(parent.path, basename(path), Child(False, len(target), res.etag))
         return self._reply(node)
 
-    @handler
-    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+    async def readlink(self, inode: int, ctx: Caller) -> bytes:
         node = self._node(inode)
         if not node.is_link:
-            raise fuse_error(errno.EINVAL)
+            raise refuse(errno.EINVAL)
         if node.target is None:
             size = max(node.attrs.size, 1)
             node.target = await self.store.get_range(self.keys.file_key(node.path), 0, size)
         return node.target
 
-    @handler
-    async def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Caller) -> Entry:
         raise FsError(errno.EPERM, "hard links are not supported on S3 (use ln -s)")
 
-    @handler
     async def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Caller
+    ) -> Entry:
         raise FsError(
             errno.EPERM, "only regular files, directories and symlinks can be stored on S3"
         )
 
-    @handler
     async def rename(
         self,
         parent_inode_old: int,
@@ -1271,11 +1210,11 @@ class S3Fs(pyfuse3.Operations):
         parent_inode_new: int,
         name_new: bytes,
         flags: int,
-        ctx: pyfuse3.RequestContext,
+        ctx: Caller,
     ) -> None:
         self._writable()
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            raise fuse_error(errno.EINVAL)  # S3 cannot swap two keys atomically
+        if flags & RENAME_EXCHANGE:
+            raise refuse(errno.EINVAL)  # S3 cannot swap two keys atomically
         old_parent = self._node(parent_inode_old)
         new_parent = self._node(parent_inode_new)
         old_path = self._child_path(old_parent, name_old)
@@ -1284,23 +1223,23 @@ class S3Fs(pyfuse3.Operations):
         if old_path == new_path:
             return
         if node.is_dir and (new_path + "/").startswith(old_path + "/"):
-            raise fuse_error(errno.EINVAL)  # into itself
+            raise refuse(errno.EINVAL)  # into itself
         self.keys.check_len(
             self.keys.marker_key(new_path) if node.is_dir else self.keys.file_key(new_path)
         )
         try:
             target: Node | None = await self._resolve(new_path)
-        except pyfuse3.FUSEError as e:
+        except FsError as e:
             if e.errno != errno.ENOENT:
                 raise
             target = None
         if target is not None:
-            if flags & pyfuse3.RENAME_NOREPLACE:
-                raise fuse_error(errno.EEXIST)
+            if flags & RENAME_NOREPLACE:
+                raise refuse(errno.EEXIST)
             if node.is_dir and not target.is_dir:
-                raise fuse_error(errno.ENOTDIR)
+                raise refuse(errno.ENOTDIR)
             if target.is_dir and not node.is_dir:
-                raise fuse_error(errno.EISDIR)
+                raise refuse(errno.EISDIR)
             if target.is_dir:
                 await self._check_empty(target.path)
         if node.is_dir:
@@ -1370,20 +1309,17 @@ class S3Fs(pyfuse3.Operations):
             p.startswith(prefix) and self.nodes[i].entry is not None and not self.nodes[i].unlinked
             for p, i in self.by_path.items()
         ):
-            raise fuse_error(errno.ENOTEMPTY)
+            raise refuse(errno.ENOTEMPTY)
         keys = await self.store.has_children(marker)
         if any(k != marker for k in keys):
-            raise fuse_error(errno.ENOTEMPTY)
+            raise refuse(errno.ENOTEMPTY)
 
-    @handler
-    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = BLKSIZE
-        s.f_frsize = 4096
-        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 40  # 4 PiB: S3 has no fixed size
-        s.f_files = s.f_ffree = s.f_favail = 1 << 32
-        s.f_namemax = 255
-        return s
+    async def statfs(self, ctx: Caller) -> FsStats:
+        big, files = 1 << 40, 1 << 32  # 4 PiB: S3 has no fixed size
+        return FsStats(
+            f_bsize=BLKSIZE, f_frsize=4096, f_blocks=big, f_bfree=big, f_bavail=big,
+            f_files=files, f_ffree=files, f_favail=files, f_namemax=255,
+        )  # fmt: skip
 
     # ================================================================ handlers: xattrs
     async def _xattr_node(self, inode: int) -> Node:
@@ -1392,15 +1328,12 @@ class S3Fs(pyfuse3.Operations):
             node = await self._refresh(node)
         return await self._exact(node)
 
-    @handler
-    async def setxattr(
-        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
-    ) -> None:
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
         self._writable()
         if n.kind == "readonly":
             raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
-        if inode == pyfuse3.ROOT_INODE:
+        if inode == ROOT_INODE:
             raise xattrs.XattrError(
                 errno.EOPNOTSUPP,
                 "the mount root has no object to hold attributes; use mount options "
@@ -1432,15 +1365,14 @@ class S3Fs(pyfuse3.Operations):
         log.info("%s: set %s", node.path, name.decode(errors="replace"))
         await self._store_meta(node, tagging_changed=tagging_changed)
 
-    @handler
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    async def getxattr(self, inode: int, name: bytes, ctx: Caller) -> bytes:
         try:
             n = xattrs.parse_name(name)
         except xattrs.XattrError as e:
             # security.*, system.posix_acl_*: "not supported" (not "no such attribute"):
             # ls -l, cp -a and friends then stop asking for every file of the mount
             unsupported = e.errno == errno.EOPNOTSUPP
-            raise fuse_error(errno.EOPNOTSUPP if unsupported else pyfuse3.ENOATTR) from None
+            raise refuse(errno.EOPNOTSUPP if unsupported else ENOATTR) from None
         node = await self._xattr_node(inode)
         value: str | None
         if n.kind == "header":
@@ -1454,7 +1386,7 @@ class S3Fs(pyfuse3.Operations):
         else:
             value = node.umeta.get(n.short)
         if value is None:
-            raise fuse_error(pyfuse3.ENOATTR)
+            raise refuse(ENOATTR)
         return value.encode()
 
     def _readonly_xattr(self, node: Node, short: str) -> str | None:
@@ -1472,10 +1404,9 @@ class S3Fs(pyfuse3.Operations):
             )
         return None
 
-    @handler
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+    async def listxattr(self, inode: int, ctx: Caller) -> list[bytes]:
         node = await self._xattr_node(inode)
-        if inode == pyfuse3.ROOT_INODE:
+        if inode == ROOT_INODE:
             return []
         await self._load_acl_tags(node)
         names = [xattrs.PREFIX + k for k in node.hdrs]
@@ -1485,8 +1416,7 @@ class S3Fs(pyfuse3.Operations):
         names += [xattrs.USER + k for k in node.umeta]
         return [n.encode() for n in names]
 
-    @handler
-    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def removexattr(self, inode: int, name: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
         self._writable()
         if n.kind == "readonly":
@@ -1495,7 +1425,7 @@ class S3Fs(pyfuse3.Operations):
         await self._load_acl_tags(node)
         store = node.hdrs if n.kind == "header" else node.umeta
         if n.short not in store:
-            raise fuse_error(pyfuse3.ENOATTR)
+            raise refuse(ENOATTR)
         del store[n.short]
         await self._store_meta(node, tagging_changed=n.short == "tagging")
 
@@ -1526,15 +1456,32 @@ class S3Fs(pyfuse3.Operations):
             node.umeta = {k2: v for k2, v in md.items() if k2.lower() not in meta.OWN_META}
             node.entry = k.entry
 
-    async def upload_pending(self) -> int:
-        """Try once more to upload every dirty spool entry (before unmount). Returns how
-        many are still not stored."""
+    def pending_keys(self) -> list[str]:
+        """Keys of files whose bytes are in the spool and not stored yet (for status)."""
+        return [
+            n.entry.key
+            for n in self.nodes.values()
+            if n.entry is not None and n.entry.dirty and not n.unlinked
+        ]
+
+    async def upload_pending(self, *, closed_only: bool = False) -> int:
+        """Try once more to upload every dirty spool entry: before unmount, and (with
+        closed_only: files whose close() or crash-recovery upload failed and that nobody
+        changed since) now and then while mounted. Returns how many are still not stored."""
         left = 0
+        when = "retry" if closed_only else "at unmount"
         for node in list(self.nodes.values()):
-            if node.entry is not None and node.entry.dirty and not node.unlinked:
-                try:
-                    await self._upload(node)
-                except (StoreError, FsError) as e:
-                    log.error("at unmount: %r still not stored (%s); kept in spool", node.path, e)
-                    left += 1
+            entry = node.entry
+            if entry is None or not entry.dirty or node.unlinked:
+                continue
+            if closed_only and (entry.state != CLOSING or entry.lock.locked()):
+                continue  # being written, or its upload is under way
+            try:
+                await self._upload(node)
+            except (StoreError, FsError) as e:
+                log.error("%s: %r still not stored (%s); kept in spool", when, node.path, e)
+                left += 1
+            else:
+                if closed_only:
+                    log.warning("retry: %r stored (its earlier upload had failed)", node.path)
         return left

@@ -452,7 +452,8 @@ class Store:
         """A multipart upload from a spool file: parts in parallel, each with its own
         Content-MD5 (a part S3 rejects or stores wrongly is sent again, alone), completed
         atomically; aborted when it fails or is cancelled, so no parts are left behind.
-        track(upload_id) is told the upload's id once it exists, track(None) once it is
+        track("") is called before the upload is created, track(upload_id) once it
+        exists, track(None) once it is
         completed or aborted (a process killed in between leaves it to be aborted)."""
         part_size = max(part_size, 5 << 20, -(-size // 10_000))
         ranges = [(n + 1, off, min(part_size, size - off))
@@ -471,6 +472,8 @@ class Store:
                 retried.append(started)
             return str(r["UploadId"])
 
+        if track is not None:
+            track("")  # being created: a process killed before the answer leaves no id
         upload_id = await self._run(self.upload_limiter, "CreateMultipartUpload", key, create)
         if retried:
             # an earlier try may have created an upload whose answer was lost: no one
@@ -622,6 +625,19 @@ class Store:
                 log.warning("aborted a stray multipart upload of %r (a create sent twice)", key)
         except StoreError as e:
             log.warning("could not look for stray multipart uploads of %r: %s", key, e)
+
+    async def abort_uploads_of(self, key: str) -> int:
+        """Abort every unfinished multipart upload of key (one whose id was never learnt:
+        its creator died before the answer came). Returns how many."""
+
+        def do() -> list[str]:
+            r = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            return [str(u["UploadId"]) for u in r.get("Uploads", []) if u.get("Key") == key]
+
+        ids = await self._run(self.meta_limiter, "ListMultipartUploads", key, do)
+        for upload_id in ids:
+            await self.abort_upload(key, upload_id)
+        return len(ids)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload; one that is gone already is no error."""

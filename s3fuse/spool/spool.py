@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from s3fuse.errors import CONFLICT, CORRUPTION, TRANSIENT, FsError, StoreError
+from s3fuse.errors import CONFLICT, CORRUPTION, TRANSIENT, UNREACHABLE, FsError, StoreError
 from s3fuse.model import blocksums
 from s3fuse.model.etag import ETagHasher
 from s3fuse.model.meta import META_BLOCKS
@@ -464,7 +464,7 @@ class Spool:
             return
         # without the record only the cleanup of the parts is lost
         with contextlib.suppress(OSError), open(path, "w") as f:
-            json.dump({"key": key, "upload_id": upload_id}, f)
+            json.dump({"key": key, "upload_id": upload_id or None}, f)
 
     async def abort_abandoned(self) -> int:
         """Abort the multipart uploads this spool started and a dead daemon left open
@@ -477,6 +477,18 @@ class Spool:
             try:
                 with open(path) as f:
                     rec = json.load(f)
+                if rec["upload_id"] is None:
+                    # killed while the upload was being created: its id never came back.
+                    # (An upload of the same key by another host now fails and is retried
+                    # there: its close() reports it, its bytes stay in its spool.)
+                    n = await self.store.abort_uploads_of(str(rec["key"]))
+                    if n:
+                        log.warning("recovery: aborted %d unfinished multipart upload(s) of %r "
+                                    "whose creation a crash interrupted",
+                                    n, rec["key"])  # fmt: skip
+                    aborted += n
+                    os.unlink(path)
+                    continue
                 await self.store.abort_upload(str(rec["key"]), str(rec["upload_id"]))
             except (OSError, ValueError, KeyError) as e:
                 log.warning("recovery: unreadable upload record %s (%s); removed", path, e)
@@ -571,6 +583,7 @@ class Spool:
             found.append((entry_id, data, journal, record))
         # ids grow: of several closed entries for one key, the newest is the file's content
         newest = {str(r.get("key", "")): i for i, _, _, r in found if r.get("state") == CLOSING}
+        unreachable: str | None = None
         for entry_id, data, journal, record in found:
             key = str(record.get("key", ""))
             if record.get("state") != CLOSING:
@@ -580,42 +593,62 @@ class Spool:
                 why = "was closed again later (a newer version is in the spool); not uploaded"
                 self._recovered(out, data, journal, key, why)
             else:
-                await self._recover_closed(out, entry_id, data, journal, key, record)
+                code = await self._recover_closed(out, entry_id, data, journal, key, record,
+                                                  unreachable=unreachable)  # fmt: skip
+                if code in UNREACHABLE:
+                    unreachable = code
+        if unreachable is not None:
+            log.error("recovery: the server cannot be reached (%s); the closed files not "
+                      "stored yet are kept, shown by the mount and uploaded later",
+                      unreachable)  # fmt: skip
         return out
 
     async def _recover_closed(
         self, out: Recovery, entry_id: str, data: str, journal: str, key: str,
-        record: dict[str, Any],
-    ) -> None:  # fmt: skip
+        record: dict[str, Any], *, unreachable: str | None = None,
+    ) -> str | None:  # fmt: skip
+        """Upload a closed entry, or keep it (``out.kept``) when that fails. With
+        unreachable (the error of an earlier upload that says the server cannot be reached)
+        it is kept without a try: recovery must not hold the mount back for minutes.
+        Returns the error code of a failed upload."""
         headers = record.get("headers") or {}
         conditions = record.get("conditions") or None
         size = os.path.getsize(data)
-        try:
-            await self.send(key, data, size, headers, conditions)
-        except StoreError as e:
-            if e.code in CONFLICT:
-                self._recovered(out, data, journal, key, f"was changed by another writer "
-                                f"({e.code}); S3 keeps theirs")  # fmt: skip
-                return
-            self.failed[key] = f"{e.code}: {e.message}"
+        code = unreachable
+        if code is None:
             try:
-                fd = os.open(data, os.O_RDWR)
-            except OSError as oe:
-                log.error("recovery: upload of %r failed (%s) and its spool file cannot be "
-                          "opened (%s); kept in %s", key, e.code, oe, data)  # fmt: skip
-                return
-            entry = SpoolEntry(self, entry_id, key, fd, size=size, dirty_gen=1, state=CLOSING,
-                               _hashed=-1, _journaled=True)  # fmt: skip
-            if conditions and "IfMatch" in conditions:
-                entry.base_etag = conditions["IfMatch"].strip('"')
-            out.kept.append(Kept(entry, headers))
+                await self.send(key, data, size, headers, conditions)
+            except StoreError as e:
+                if e.code in CONFLICT:
+                    self._recovered(out, data, journal, key, f"was changed by another writer "
+                                    f"({e.code}); S3 keeps theirs")  # fmt: skip
+                    return None
+                self.failed[key] = f"{e.code}: {e.message}"
+                code = e.code
+            else:
+                os.unlink(journal)
+                os.unlink(data)
+                out.uploaded.append(key)
+                log.warning("recovery: uploaded %r, whose close() had started before a crash",
+                            key)  # fmt: skip
+                return None
+        else:
+            self.failed[key] = f"{code}: not tried at start-up (the server was unreachable)"
+        try:
+            fd = os.open(data, os.O_RDWR)
+        except OSError as oe:
+            log.error("recovery: upload of %r failed (%s) and its spool file cannot be "
+                      "opened (%s); kept in %s", key, code, oe, data)  # fmt: skip
+            return code
+        entry = SpoolEntry(self, entry_id, key, fd, size=size, dirty_gen=1, state=CLOSING,
+                           _hashed=-1, _journaled=True)  # fmt: skip
+        if conditions and "IfMatch" in conditions:
+            entry.base_etag = conditions["IfMatch"].strip('"')
+        out.kept.append(Kept(entry, headers))
+        if unreachable is None:
             log.error("recovery: upload of %r failed (%s); kept in %s, shown by the mount "
-                      "and tried again later", key, e.code, data)  # fmt: skip
-            return
-        os.unlink(journal)
-        os.unlink(data)
-        out.uploaded.append(key)
-        log.warning("recovery: uploaded %r, whose close() had started before a crash", key)
+                      "and tried again later", key, code, data)  # fmt: skip
+        return code
 
     def _recovered(self, out: Recovery, data: str, journal: str, key: str, why: str) -> None:
         dest = self.quarantine(data, key)
