@@ -159,7 +159,14 @@ def test_status_text_json_and_progress(
     assert mount["bucket"] == bucket and mount["requests"]["PutObject"] >= 1
     assert mount["started"].endswith("Z") and mount["uptime_seconds"] > 0
     # a long upload shows its progress
-    proxy.fault = lambda r: ("stall", 1.0) if "partNumber=" in r.path else None
+    release = threading.Event()  # parts wait at the proxy until status was looked at
+
+    def hold_parts(r: Any) -> Any:
+        if "partNumber=" in r.path:
+            release.wait(30)
+        return None
+
+    proxy.fault = hold_parts
     writer = threading.Thread(target=(m / "big.bin").write_bytes, args=(os.urandom(16 << 20),))
     writer.start()
     try:
@@ -173,8 +180,9 @@ def test_status_text_json_and_progress(
             time.sleep(0.2)
         assert seen is not None and seen["size"] == 16 << 20
         text = s3fuse("status", str(m.path)).stdout
-        assert "uploading big.bin" in text or "big.bin" in text
+        assert "uploading big.bin" in text
     finally:
+        release.set()
         writer.join(120)
         proxy.fault = None
     nm = s3fuse("status", "/", "--json")
