@@ -27,7 +27,8 @@ from s3fuse.model.keys import KeyMap
 from s3fuse.model.meta import Defaults
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import StoreConfig
-from s3fuse.spool.spool import Spool, SpoolError
+from s3fuse.spool.entry import SpoolError
+from s3fuse.spool.spool import Spool
 
 log = logging.getLogger("s3fuse")
 

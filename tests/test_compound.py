@@ -8,6 +8,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,16 +26,22 @@ def corrupt_puts(r: Any) -> Any:
     return "flip" if r.method == "PUT" else None
 
 
-def flip_first_get(key_suffix: str, flipped: list[str]) -> Any:
-    """A fault: the first GET of the key answers with a flipped byte (noted in flipped)."""
+def first(method: str, where: Callable[[Any], bool], action: Any, hits: list[str]) -> Any:
+    """A fault: the first request of `method` that `where` accepts meets `action` (its path
+    noted in hits); every other request goes through."""
 
     def fault(r: Any) -> Any:
-        if r.method == "GET" and r.key_path.endswith(key_suffix) and not flipped:
-            flipped.append(r.path)
-            return "flip-response"
+        if r.method == method and where(r) and not hits:
+            hits.append(r.path)
+            return action
         return None
 
     return fault
+
+
+def flip_first_get(key_suffix: str, flipped: list[str]) -> Any:
+    """A fault: the first GET of the key answers with a flipped byte (noted in flipped)."""
+    return first("GET", lambda r: r.key_path.endswith(key_suffix), "flip-response", flipped)
 
 
 def keys(b: Backend, bucket: str) -> list[str]:
@@ -222,14 +229,8 @@ def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: B
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
     lost: list[str] = []
-
-    def fault(r: Any) -> Any:
-        if r.method == "POST" and r.path.endswith("?uploads") and not lost:
-            lost.append(r.path)
-            return "drop-response"
-        return None
-
-    backend.proxy.fault = fault
+    backend.proxy.fault = first("POST", lambda r: r.path.endswith("?uploads"), "drop-response",
+                                lost)  # fmt: skip
     data = os.urandom(7 * MiB)
     (m / "big").write_bytes(data)
     assert lost
@@ -244,14 +245,8 @@ def test_complete_answered_200_with_an_error_is_retried(
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
     hit: list[str] = []
-
-    def fault(r: Any) -> Any:
-        if r.method == "POST" and "uploadId=" in r.path and not hit:
-            hit.append(r.path)
-            return (200, "InternalError")
-        return None
-
-    backend.proxy.fault = fault
+    backend.proxy.fault = first("POST", lambda r: "uploadId=" in r.path, (200, "InternalError"),
+                                hit)  # fmt: skip
     data = os.urandom(11 * MiB)
     (m / "big").write_bytes(data)
     assert hit
@@ -266,14 +261,7 @@ def test_get_cut_short_is_read_again(mount_factory: Any, backend: Backend, size:
     backend.client().put_object(Bucket=bucket, Key="f", Body=data)
     m = mount(mount_factory, backend, bucket)
     cut: list[str] = []
-
-    def fault(r: Any) -> Any:
-        if r.method == "GET" and r.key_path.endswith("/f") and not cut:
-            cut.append(r.path)
-            return "cut-response"
-        return None
-
-    backend.proxy.fault = fault
+    backend.proxy.fault = first("GET", lambda r: r.key_path.endswith("/f"), "cut-response", cut)
     assert (m / "f").read_bytes() == data
     assert cut
 

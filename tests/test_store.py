@@ -16,7 +16,8 @@ from s3fuse.core.readahead import Reader
 from s3fuse.errors import StoreError
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import StoreConfig
-from s3fuse.spool.spool import CLOSING, OPEN, Spool
+from s3fuse.spool.entry import CLOSING, OPEN
+from s3fuse.spool.spool import Spool
 from tests.servers import RecordingProxy, free_port
 
 

@@ -46,7 +46,9 @@ from s3fuse.model.keys import KeyMap, basename, decode_name, join, listable_name
 from s3fuse.model.meta import Attrs, Defaults
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import ObjectInfo, PutResult
-from s3fuse.spool.spool import CLEAN, CLOSING, Kept, Spool, SpoolEntry
+from s3fuse.spool.entry import CLEAN, CLOSING, SpoolEntry
+from s3fuse.spool.recovery import Kept
+from s3fuse.spool.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -105,3 +105,7 @@ class Stats:
         with self._lock:
             self.bytes_uploaded += up
             self.bytes_downloaded += down
+
+
+def strip_etag(etag: str | None) -> str:
+    return (etag or "").strip('"')

@@ -1,0 +1,268 @@
+"""Multipart uploads from a spool file: parts read from the file in place (never held
+in memory), each with its own Content-MD5 and sent again alone when corrupted, completed
+atomically and checked against the parts' ETag; aborted on failure; a create or complete
+that botocore sent twice is sorted out (stray uploads aborted, a lost answer confirmed)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+import trio
+
+from s3fuse.errors import COMPLETE_GARBLED, CORRUPTED, StoreError
+from s3fuse.model import etag as etag_sums
+from s3fuse.model.meta import META_PART_SIZE
+from s3fuse.s3.types import PutResult, strip_etag
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
+
+log = logging.getLogger(__name__)
+
+PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
+COMPLETE_ATTEMPTS = 3
+STRAY_SLACK = 10  # seconds: a stray multipart upload began this much before ours at most
+
+
+class _Section(io.RawIOBase):
+    """Bytes [off, off + length) of an open file as a seekable stream: a part's body,
+    read by the HTTP client block by block (and again from 0 on a retry)."""
+
+    def __init__(self, fd: int, off: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._off, self._len, self._pos = fd, off, length, 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}[whence]
+        self._pos = min(max(base + pos, 0), self._len)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        n = min(len(buf), self._len - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._off + self._pos)
+        if len(data) < n:
+            raise StoreError("SpoolChanged", "the spool file is shorter than the upload")
+        buf[:n] = data
+        self._pos += n
+        return n
+
+    def md5(self) -> bytes:
+        h = hashlib.md5()
+        for pos in range(0, self._len, 1 << 20):
+            h.update(os.pread(self._fd, min(1 << 20, self._len - pos), self._off + pos))
+        return h.digest()
+
+
+async def put_multipart(
+    store: Store,
+    key: str,
+    path: str,
+    *,
+    size: int,
+    part_size: int,
+    headers: dict[str, Any],
+    conditions: dict[str, str] | None = None,
+    concurrency: int = 4,
+    on_progress: Callable[[int], None] | None = None,
+    track: Callable[[str | None], None] | None = None,
+) -> PutResult:
+    """A multipart upload from a spool file: parts in parallel, each with its own
+    Content-MD5 (a part S3 rejects or stores wrongly is sent again, alone), completed
+    atomically; aborted when it fails or is cancelled, so no parts are left behind.
+    track("") is called before the upload is created, track(upload_id) once it
+    exists, track(None) once it is
+    completed or aborted (a process killed in between leaves it to be aborted)."""
+    part_size = max(part_size, 5 << 20, -(-size // 10_000))
+    ranges = [(n + 1, off, min(part_size, size - off))
+              for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
+
+    retried: list[datetime] = []  # set when botocore sent the create more than once
+
+    def create() -> str:
+        # the part size, so that a reader can check the multipart ETag
+        md = {**headers.get("Metadata", {}), META_PART_SIZE: str(part_size)}
+        started = datetime.now(UTC)
+        r = store._client.create_multipart_upload(
+            Bucket=store.bucket, Key=key, **{**headers, "Metadata": md}, **store._ssec
+        )
+        if r.get("ResponseMetadata", {}).get("RetryAttempts"):
+            retried.append(started)
+        return str(r["UploadId"])
+
+    if track is not None:
+        track("")  # being created: a process killed before the answer leaves no id
+    upload_id = await store._run(store.upload_limiter, "CreateMultipartUpload", key, create)
+    if retried:
+        # an earlier try may have created an upload whose answer was lost: no one
+        # would ever complete or abort it
+        with trio.CancelScope(shield=True):
+            await abort_strays(store, key, upload_id, retried[0])
+    if track is not None:
+        track(upload_id)
+    etags: dict[int, tuple[str, bytes]] = {}
+    errors: list[StoreError] = []
+    limit = trio.CapacityLimiter(max(1, concurrency))
+
+    def upload_part(num: int, off: int, length: int) -> tuple[str, bytes]:
+        # the part is streamed from the spool file (hashed first, then sent), never
+        # held in memory: RSS stays flat whatever the part size and concurrency
+        with open(path, "rb") as f:
+            section = _Section(f.fileno(), off, length)
+            md5 = section.md5()
+            body = io.BufferedReader(section, 1 << 20)  # the client reads 8-16 KiB at a time
+            for attempt in range(1, PART_ATTEMPTS + 1):
+                body.seek(0)
+                try:
+                    r = store._client.upload_part(
+                        Bucket=store.bucket, Key=key, UploadId=upload_id, PartNumber=num,
+                        Body=body, ContentLength=length,
+                        ContentMD5=base64.b64encode(md5).decode("ascii"), **store._ssec,
+                    )  # fmt: skip
+                except botocore.exceptions.ClientError as e:
+                    code = str(e.response.get("Error", {}).get("Code", ""))
+                    if code in CORRUPTED and attempt < PART_ATTEMPTS:
+                        log.warning("part %d of %r corrupted in transit (%s); sending "
+                                    "it again", num, key, code)  # fmt: skip
+                        continue
+                    raise
+                etag = strip_etag(r.get("ETag"))
+                if store._md5_etag_expected(r) and etag and etag != md5.hex():
+                    if attempt < PART_ATTEMPTS:
+                        log.warning("part %d of %r stored with ETag %s, expected %s; "
+                                    "sending it again", num, key, etag, md5.hex())  # fmt: skip
+                        continue
+                    raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != "
+                                     f"MD5 {md5.hex()}", op="UploadPart", key=key)  # fmt: skip
+                store.stats.add_bytes(up=length)
+                return etag, md5
+        raise AssertionError("unreachable")
+
+    async def one(num: int, off: int, length: int) -> None:
+        async with limit:
+            if errors:
+                return
+            try:
+                etags[num] = await store._run(
+                    store.upload_limiter, "UploadPart", key,
+                    lambda: upload_part(num, off, length),
+                )  # fmt: skip
+                if on_progress is not None:
+                    on_progress(length)
+            except StoreError as e:
+                errors.append(e)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for num, off, length in ranges:
+                nursery.start_soon(one, num, off, length)
+        if errors:
+            raise errors[0]
+        parts = [{"PartNumber": n, "ETag": f'"{etags[n][0]}"'} for n, _, _ in ranges]
+        expected = etag_sums.multipart([etags[n][1] for n, _, _ in ranges])
+        verifiable: list[bool] = []
+
+        def complete() -> PutResult:
+            for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+                try:
+                    r = store._client.complete_multipart_upload(
+                        Bucket=store.bucket, Key=key, UploadId=upload_id,
+                        MultipartUpload={"Parts": parts}, **(conditions or {}),
+                    )  # fmt: skip
+                except botocore.exceptions.ClientError as e:
+                    code = str(e.response.get("Error", {}).get("Code", ""))
+                    if code == "NoSuchUpload":
+                        # a retried request whose first try completed (its answer lost)
+                        done = completed_as(store, key, expected)
+                        if done is not None:
+                            return done
+                    if code in COMPLETE_GARBLED and attempt < COMPLETE_ATTEMPTS:
+                        log.warning("completing the upload of %r: %s (request corrupted "
+                                    "in transit?); sending it again", key, code)  # fmt: skip
+                        continue
+                    raise
+                verifiable.append(store._md5_etag_expected(r))
+                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"))
+            raise AssertionError("unreachable")
+
+        res = await store._run(store.upload_limiter, "CompleteMultipartUpload", key, complete)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            try:
+                await store.abort_upload(key, upload_id)
+                if track is not None:
+                    track(None)
+            except StoreError as e:
+                log.error("could not abort multipart upload %s of %r: %s", upload_id, key, e)
+        raise
+    if track is not None:
+        track(None)
+    if not res.etag:
+        # RGW answers CompleteMultipartUpload with an empty ETag: ask with HEAD
+        info = await store.head(key)
+        res.etag = info.etag if info else ""
+    if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
+        raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
+                         f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
+    res.metadata[META_PART_SIZE] = str(part_size)
+    return res
+
+
+def completed_as(store: Store, key: str, expected: str) -> PutResult | None:
+    """The object, if it is the one these parts make (in a worker thread)."""
+    try:
+        r = store._client.head_object(Bucket=store.bucket, Key=key, **store._ssec)
+    except botocore.exceptions.ClientError:
+        return None
+    if strip_etag(r.get("ETag")) != expected:
+        return None
+    return PutResult(expected, r.get("VersionId"))
+
+
+async def abort_strays(store: Store, key: str, ours: str, since: datetime) -> None:
+    """Abort the uploads of key begun since `since`, other than ours: those of a
+    CreateMultipartUpload that was sent again after its answer was lost."""
+
+    # the server's clock, not ours: its Initiated of our own upload is the reference,
+    # and strays began at most as long before it as the create call took (plus slack)
+    window = timedelta(seconds=STRAY_SLACK) + (datetime.now(UTC) - since)
+
+    def do() -> list[str]:
+        r = store._client.list_multipart_uploads(Bucket=store.bucket, Prefix=key)
+        uploads = [u for u in r.get("Uploads", []) if u.get("Key") == key]
+        mine = [u["Initiated"] for u in uploads if u.get("UploadId") == ours]
+        if not mine:
+            return []
+        return [
+            str(u["UploadId"]) for u in uploads
+            if u.get("UploadId") != ours and u["Initiated"] >= mine[0] - window
+        ]  # fmt: skip
+
+    try:
+        strays = await store._run(store.meta_limiter, "ListMultipartUploads", key, do)
+        for stray in strays:
+            await store.abort_upload(key, stray)
+            log.warning("aborted a stray multipart upload of %r (a create sent twice)", key)
+    except StoreError as e:
+        log.warning("could not look for stray multipart uploads of %r: %s", key, e)
