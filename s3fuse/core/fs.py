@@ -25,8 +25,8 @@ from s3fuse.core import bulk
 from s3fuse.core.cache import Caches, Child, DirListing
 from s3fuse.core.metacache import MetaCache
 from s3fuse.core.readahead import Reader
+from s3fuse.core.reads import Reads
 from s3fuse.core.types import (
-    ENOATTR,
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     ROOT_INODE,
@@ -36,12 +36,12 @@ from s3fuse.core.types import (
     FsStats,
     NewAttrs,
     Opened,
-    Refusal,
     Reply,
+    refuse,
 )
+from s3fuse.core.xattr_ops import XattrOps
 from s3fuse.errors import CONFLICT, FsError, StoreError
-from s3fuse.model import blocksums, meta, xattrs
-from s3fuse.model import etag as etag_sums
+from s3fuse.model import meta, xattrs
 from s3fuse.model.keys import KeyMap, basename, decode_name, join, listable_name, parent_of
 from s3fuse.model.meta import Attrs, Defaults
 from s3fuse.s3.client import Store
@@ -58,12 +58,7 @@ BLKSIZE = 1 << 20
 BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
 BULK_CONCURRENCY = 16
 BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
-FILL_ATTEMPTS = 3  # downloads before a partial write whose bytes came corrupted
 SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
-
-
-def refuse(err: int) -> Refusal:
-    return Refusal(err)
 
 
 @dataclass(frozen=True)
@@ -137,9 +132,6 @@ class DirHandle:
 
 
 class S3Fs:
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-
     def __init__(self, store: Store, spool: Spool, keymap: KeyMap, cfg: FsConfig) -> None:
         self.store = store
         self.spool = spool
@@ -147,6 +139,8 @@ class S3Fs:
         self.cfg = cfg
         self.nursery: trio.Nursery  # set by the daemon before the first request
         self.cache = Caches(cfg.cache_ttl)
+        self.reads = Reads(self)
+        self.xattrs = XattrOps(self)
         self.meta_cache: MetaCache | None = None  # HEAD answers across mounts (attrs=auto)
         self._inflight: dict[str, trio.Event] = {}
         self.nodes: dict[int, Node] = {}
@@ -837,94 +831,6 @@ class S3Fs:
         values.setdefault("content_type", meta.content_type_for(basename(node.path)))
         return values
 
-    async def _fill(self, node: Node, entry: SpoolEntry) -> None:
-        """Bring the stored object into the spool, checked against its ETag (MD5 or
-        multipart). Corrupted bytes are fetched again; when another writer replaced the
-        object meanwhile, the new version is taken (the entry keeps the ETag it was
-        opened from, so conflict detection still sees the change)."""
-        for attempt in range(1, FILL_ATTEMPTS + 1):
-            try:
-                await self.spool.fill(entry, entry.key, self._checkable_etag(node))
-                return
-            except StoreError as e:
-                if e.code != "ChecksumMismatch":
-                    raise
-                info = await self.store.head(entry.key)
-                if info is None:
-                    raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another "
-                                  "client while it was being opened") from None  # fmt: skip
-                if info.etag != node.etag:
-                    await self._file_node(node.path, info)  # replaced: take the new one
-                elif attempt == FILL_ATTEMPTS:
-                    log.error("%r: %s; refusing to write into corrupted bytes", node.path, e)
-                    raise
-                else:
-                    log.warning("%r: the download before a partial write was corrupted in "
-                                "transit (%s); fetching it again", node.path, e.code)  # fmt: skip
-                entry.truncate(0)
-        raise AssertionError("unreachable")
-
-    async def _get(self, node: Node, start: int, end: int, *, whole: bool) -> tuple[int, bytes]:
-        """A GET of [start, end), checked: a whole object against its ETag, a range of a
-        large one against its block checksums (the range then grows to whole blocks;
-        returns the offset the bytes begin at). A mismatch because another writer replaced
-        the object is not corruption: the node is refreshed and the new object read."""
-        key = self.keys.file_key(node.path)
-        if not whole:
-            return await self._get_blocks(node, key, start, end)
-        expect = self._checkable_etag(node)
-        try:
-            return start, await self.store.get_range(key, start, end, expect_etag=expect)
-        except StoreError as e:
-            if e.code != "ChecksumMismatch":
-                raise
-            info = await self.store.head(key)
-            if info is None or info.etag == node.etag:
-                log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
-                raise
-            await self._file_node(node.path, info)
-            return start, await self.store.get_range(key, start, min(end, info.size))
-
-    async def _get_blocks(self, node: Node, key: str, start: int, end: int) -> tuple[int, bytes]:
-        for attempt in range(1, FILL_ATTEMPTS + 1):
-            sums = self._block_sums(node)
-            if sums is None:
-                return start, await self.store.get_range(key, start, end)
-            s, e = sums.span(start, end)
-            data = await self.store.get_range(key, s, e)
-            bad = await trio.to_thread.run_sync(sums.check, s, data)
-            if bad is None and len(data) == e - s:
-                return s, data
-            self.store.stats.corrupted()
-            info = await self.store.head(key)
-            if info is None:
-                raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another client")
-            if info.etag != node.etag:
-                await self._file_node(node.path, info)  # replaced: read the new one
-                end = min(end, info.size)
-            elif attempt == FILL_ATTEMPTS:
-                log.error("read of %r: bytes at %s do not match their block checksum %d "
-                          "times; refusing to return corrupted bytes", node.path, bad,
-                          attempt)  # fmt: skip
-            else:
-                log.warning("read of %r: bytes at %s do not match their block checksum "
-                            "(corrupted in transit?); fetching them again",
-                            node.path, bad)  # fmt: skip
-        raise StoreError("ChecksumMismatch", "a ranged GET kept returning bytes that do not "
-                         "match their block checksums", op="GetObject", key=key)  # fmt: skip
-
-    def _block_sums(self, node: Node) -> blocksums.BlockSums | None:
-        return blocksums.BlockSums.parse(node.integrity.get(meta.META_BLOCKS), node.attrs.size)
-
-    def _checkable_etag(self, node: Node) -> str | None:
-        """The object's ETag when it sums its bytes (an MD5, or a multipart ETag), which
-        it does not under SSE-KMS or SSE-C."""
-        if self.cfg.sse_c or node.hdrs.get("sse", "").startswith("aws:kms"):
-            return None
-        if etag_sums.is_md5(node.etag) or etag_sums.part_count(node.etag) is not None:
-            return node.etag
-        return None
-
     def _open_handle(self, node: Node, writable: bool) -> int:
         fh = next(self._fhs)
         self.handles[fh] = Handle(node, writable)
@@ -998,28 +904,10 @@ class S3Fs:
         return Opened(fh=self._open_handle(node, writable))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        h = self._handle(fh)
-        node = h.node
-        if node.entry is not None:
-            return node.entry.read(off, size)
-        if h.reader is None or h.reader.size != node.attrs.size:
-            if h.reader is not None:
-                h.reader.close()
-            key = self.keys.file_key(node.path)
-            if blocksums.needed(node.attrs.size):
-                await self._exact(node)  # its block checksums are in the metadata
-            sums = self._block_sums(node)
-            if sums is None and node.attrs.size > blocksums.WHOLE_READ_MAX:
-                self.store.stats.unverifiable_ranges(key)
-            h.reader = Reader(
-                self.store,
-                key,
-                node.attrs.size,
-                lambda start, end, whole: self._get(node, start, end, whole=whole),
-                self.nursery,
-                sums,
-            )
-        return await h.reader.read(off, size)
+        return await self.reads.read(fh, off, size)
+
+    async def _fill(self, node: Node, entry: SpoolEntry) -> None:
+        await self.reads.fill(node, entry)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self._handle(fh)
@@ -1324,112 +1212,17 @@ class S3Fs:
         )  # fmt: skip
 
     # ================================================================ handlers: xattrs
-    async def _xattr_node(self, inode: int) -> Node:
-        node = self._node(inode)
-        if not self._fresh(node):
-            node = await self._refresh(node)
-        return await self._exact(node)
-
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Caller) -> None:
-        n = xattrs.parse_name(name)
-        self._writable()
-        if n.kind == "readonly":
-            raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
-        if inode == ROOT_INODE:
-            raise xattrs.XattrError(
-                errno.EOPNOTSUPP,
-                "the mount root has no object to hold attributes; use mount options "
-                "(-o storage_class=...,sse=...,acl=...) for defaults of the whole mount",
-            )
-        node = await self._xattr_node(inode)
-        tagging_changed = False
-        if n.kind == "header":
-            v = xattrs.validate(n.short, value)
-            if self.cfg.sse_c and n.short.startswith("sse"):
-                raise xattrs.XattrError(
-                    errno.EINVAL,
-                    "this mount encrypts with SSE-C (sse_c_key_file); "
-                    f"user.s3.{n.short} cannot be combined with it",
-                )
-            await self._load_acl_tags(node)
-            if n.short == "acl":
-                for g in xattrs.GRANTS:
-                    node.hdrs.pop(g, None)  # S3 takes a canned ACL or grants, not both
-            elif n.short in xattrs.GRANTS:
-                node.hdrs.pop("acl", None)
-            node.hdrs[n.short] = v
-            tagging_changed = n.short == "tagging"
-        else:
-            v = xattrs.validate_meta_value(n.short, value)
-            umeta = {**node.umeta, n.short: v}
-            xattrs.check_meta_size({**umeta, **meta.encode(node.attrs)})
-            node.umeta = umeta
-        log.info("%s: set %s", node.path, name.decode(errors="replace"))
-        await self._store_meta(node, tagging_changed=tagging_changed)
+        return await self.xattrs.set(inode, name, value, ctx)
 
     async def getxattr(self, inode: int, name: bytes, ctx: Caller) -> bytes:
-        try:
-            n = xattrs.parse_name(name)
-        except xattrs.XattrError as e:
-            # security.*, system.posix_acl_*: "not supported" (not "no such attribute"):
-            # ls -l, cp -a and friends then stop asking for every file of the mount
-            unsupported = e.errno == errno.EOPNOTSUPP
-            raise refuse(errno.EOPNOTSUPP if unsupported else ENOATTR) from None
-        node = await self._xattr_node(inode)
-        value: str | None
-        if n.kind == "header":
-            if n.short in ("acl", "tagging", *xattrs.GRANTS):
-                await self._load_acl_tags(node, acl=n.short != "tagging", tags=n.short == "tagging")
-            value = node.hdrs.get(n.short)
-            if value is None and n.short == "storage_class" and node.stored and not node.is_dir:
-                value = "STANDARD"  # S3 omits the header for STANDARD
-        elif n.kind == "readonly":
-            value = self._readonly_xattr(node, n.short)
-        else:
-            value = node.umeta.get(n.short)
-        if value is None:
-            raise refuse(ENOATTR)
-        return value.encode()
-
-    def _readonly_xattr(self, node: Node, short: str) -> str | None:
-        if not node.stored or (node.entry is not None and node.entry.dirty):
-            return None  # nothing stored yet (or the stored object is about to change)
-        if short == "etag":
-            return node.etag or None
-        if short == "version_id":
-            return node.version_id
-        if short == "md5":
-            return node.md5
-        if short == "last_modified" and node.last_modified_ns:
-            return time.strftime(
-                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.last_modified_ns // 1_000_000_000)
-            )
-        return None
+        return await self.xattrs.get(inode, name, ctx)
 
     async def listxattr(self, inode: int, ctx: Caller) -> list[bytes]:
-        node = await self._xattr_node(inode)
-        if inode == ROOT_INODE:
-            return []
-        await self._load_acl_tags(node)
-        names = [xattrs.PREFIX + k for k in node.hdrs]
-        names += [
-            xattrs.PREFIX + k for k in xattrs.READ_ONLY if self._readonly_xattr(node, k) is not None
-        ]
-        names += [xattrs.USER + k for k in node.umeta]
-        return [n.encode() for n in names]
+        return await self.xattrs.list(inode, ctx)
 
     async def removexattr(self, inode: int, name: bytes, ctx: Caller) -> None:
-        n = xattrs.parse_name(name)
-        self._writable()
-        if n.kind == "readonly":
-            raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
-        node = await self._xattr_node(inode)
-        await self._load_acl_tags(node)
-        store = node.hdrs if n.kind == "header" else node.umeta
-        if n.short not in store:
-            raise refuse(ENOATTR)
-        del store[n.short]
-        await self._store_meta(node, tagging_changed=n.short == "tagging")
+        return await self.xattrs.remove(inode, name, ctx)
 
     # ================================================================ recovery, shutdown
     async def adopt(self, kept: list[Kept]) -> None:

@@ -112,3 +112,7 @@ class Refusal(FsError):
 
     def __init__(self, err: int) -> None:
         super().__init__(err, errno.errorcode.get(err, str(err)))
+
+
+def refuse(err: int) -> Refusal:
+    return Refusal(err)

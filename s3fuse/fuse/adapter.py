@@ -78,6 +78,11 @@ Ctx = pyfuse3.RequestContext
 
 
 class FuseOps(pyfuse3.Operations):
+    # no lookups of "." and ".." (the kernel answers those), no writeback cache (close()
+    # must see every byte: it is the upload)
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
     def __init__(self, fs: S3Fs) -> None:
         super().__init__()
         self.fs = fs
