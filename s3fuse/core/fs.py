@@ -7,7 +7,6 @@ or pyfuse3.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import itertools
@@ -24,11 +23,11 @@ import trio
 from s3fuse.core import bulk
 from s3fuse.core.cache import Caches, Child, DirListing
 from s3fuse.core.metacache import MetaCache
+from s3fuse.core.moves import Moves
 from s3fuse.core.readahead import Reader
 from s3fuse.core.reads import Reads
+from s3fuse.core.resolve import Resolver
 from s3fuse.core.types import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
     ROOT_INODE,
     AttrChanges,
     Caller,
@@ -42,7 +41,7 @@ from s3fuse.core.types import (
 from s3fuse.core.xattr_ops import XattrOps
 from s3fuse.errors import CONFLICT, FsError, StoreError
 from s3fuse.model import meta, xattrs
-from s3fuse.model.keys import KeyMap, basename, decode_name, join, listable_name, parent_of
+from s3fuse.model.keys import KeyMap, basename, decode_name, join, parent_of
 from s3fuse.model.meta import Attrs, Defaults
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import ObjectInfo, PutResult
@@ -55,10 +54,6 @@ log = logging.getLogger(__name__)
 
 EMPTY_MD5 = hashlib.md5(b"").digest()
 BLKSIZE = 1 << 20
-BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
-BULK_CONCURRENCY = 16
-BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
-SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
 
 
 @dataclass(frozen=True)
@@ -140,6 +135,8 @@ class S3Fs:
         self.nursery: trio.Nursery  # set by the daemon before the first request
         self.cache = Caches(cfg.cache_ttl)
         self.reads = Reads(self)
+        self.names = Resolver(self)
+        self.moves = Moves(self)
         self.xattrs = XattrOps(self)
         self.meta_cache: MetaCache | None = None  # HEAD answers across mounts (attrs=auto)
         self._inflight: dict[str, trio.Event] = {}
@@ -307,257 +304,23 @@ class S3Fs:
             raise refuse(errno.EROFS)
 
     # ================================================================ resolving names
-    def _attrs_from_info(self, info: ObjectInfo, is_dir: bool) -> Attrs:
-        return meta.decode(
-            info.metadata,
-            is_dir=is_dir,
-            size=0 if is_dir else info.size,
-            last_modified_ns=info.last_modified_ns,
-            defaults=self.cfg.defaults,
-        )
-
-    def _default_dir_attrs(self, mtime_ns: int = 0) -> Attrs:
-        d = self.cfg.defaults
-        return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime_ns or meta.now_ns())
-
     async def _load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
-        prefix = self.keys.dir_prefix(path)
-        lst = await self.store.list_dir(prefix, max_pages=max_pages)
-        listing = DirListing(complete=not lst.truncated)
-        for o in lst.objects:
-            name = o.key[len(prefix) :]
-            if listable_name(name):
-                listing.children[name] = Child(False, o.size, o.etag, o.last_modified_ns)
-        for p in lst.prefixes:
-            name = p[len(prefix) :].rstrip("/")
-            if listable_name(name) and p[len(prefix) :].count("/") == 1:
-                listing.children[name] = Child(True)  # a directory hides a same-named file
-        self.cache.put_listing(path, listing)
-        if self.meta_cache is not None:
-            await self._from_meta_cache(path, prefix, listing)
-        return listing
-
-    async def _from_meta_cache(self, path: str, prefix: str, listing: DirListing) -> None:
-        """Full nodes, without a HEAD, for the listed files whose listed ETag and
-        LastModified match a HEAD answer kept from an earlier mount (metacache.py)."""
-        assert self.meta_cache is not None
-
-        def wanted(child_path: str) -> bool:  # not known in full, not being written here
-            known = self._known(child_path)
-            return known is None or not (known.full or known.entry or known.opens)
-
-        files = {
-            prefix + name: name
-            for name, listed in listing.children.items()
-            if not listed.is_dir and wanted(join(path, name))
-        }
-        for key, (etag, listed_ns, info) in (await self.meta_cache.lookup(list(files))).items():
-            child = listing.children.get(files[key])
-            if child is None or child.etag != etag or child.last_modified_ns != listed_ns:
-                continue  # another version now: HEAD it when asked
-            child_path = join(path, files[key])
-            if wanted(child_path):  # asked again: the lookup let other requests run
-                await self._file_node(child_path, info)
-
-    def _remember(self, path: str, info: ObjectInfo) -> None:
-        """Keep a HEAD answer for later mounts, with the ETag and LastModified its
-        directory's listing shows (the pair a later listing is compared with)."""
-        listing = self.cache.listing(parent_of(path))
-        child = listing.children.get(basename(path)) if listing is not None else None
-        if child is None or child.is_dir or child.etag != info.etag:
-            return
-        assert self.meta_cache is not None
-        if self.meta_cache.add(child.etag, child.last_modified_ns, info) and hasattr(
-            self, "nursery"
-        ):
-            self.nursery.start_soon(self.meta_cache.flush_later)
+        return await self.names.load_listing(path, max_pages)
 
     async def _dir_node(self, path: str) -> Node:
-        """Directory node; its attributes come from the marker object if there is one."""
-        info = await self.store.head(self.keys.marker_key(path))
-        if info is not None:
-            return self._install(
-                path,
-                self._attrs_from_info(info, True),
-                stored=True,
-                etag=info.etag,
-                full=True,
-                info=info,
-            )
-        return self._install(path, self._default_dir_attrs(), stored=False, etag="", full=True)
+        return await self.names.dir_node(path)
 
     async def _file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
-        if info is None:
-            info = await self.store.head(self.keys.file_key(path))
-            if info is not None and self.meta_cache is not None:
-                self._remember(path, info)
-        if info is None:
-            return None
-        return self._install(
-            path,
-            self._attrs_from_info(info, False),
-            stored=True,
-            etag=info.etag,
-            full=True,
-            info=info,
-        )
+        return await self.names.file_node(path, info)
 
     async def _resolve(self, path: str) -> Node:
-        """The node for an existing path, or FUSEError(ENOENT)."""
-        node = self._known(path)
-        if node is not None and self._fresh(node):
-            return node
-        if self.cache.is_negative(path):
-            raise refuse(errno.ENOENT)
-        parent = parent_of(path)
-        name = basename(path)
-        listing = self.cache.listing(parent)
-        if listing is None and self.cfg.cache_ttl > 0:
-            # One LIST page answers this and every later lookup in the directory.
-            listing = await self._load_listing(parent, max_pages=1)
-        if listing is not None:
-            child = listing.children.get(name)
-            if child is None and listing.complete:
-                self.cache.negative[path] = True
-                raise refuse(errno.ENOENT)
-            if child is not None:
-                if node is not None and self._same_version(node, child):
-                    node.fetched = time.monotonic()
-                    return node
-                if await self._listing_will_do(parent, listing, name):
-                    node = self._known(path)
-                    if node is not None and node.full and self._fresh(node):
-                        return node  # HEADed by the sample
-                    return self._listed_node(path, child)
-                self._start_bulk(parent, listing)
-                found = await self._child_attrs(path, child)
-                if found is not None:
-                    return found
-        found = await self._file_node(path)
-        if found is not None:
-            return found
-        keys = await self.store.has_children(self.keys.dir_prefix(path))
-        if keys:
-            return await self._dir_node(path)
-        if self.cfg.cache_ttl > 0:
-            self.cache.negative[path] = True
-        raise refuse(errno.ENOENT)
+        return await self.names.resolve(path)
 
     def _listed_node(self, path: str, child: Child, *, trusted: bool = True) -> Node:
-        """A node from what a listing says alone (no s3fuse metadata); trusted: its
-        attributes stand in for a HEAD (else the kernel is told to ask again)."""
-        if child.is_dir:
-            return self._install(path, self._default_dir_attrs(), stored=False, etag="",
-                                 full=False, listed=trusted)  # fmt: skip
-        attrs = meta.decode(
-            {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
-            defaults=self.cfg.defaults,
-        )  # fmt: skip
-        return self._install(path, attrs, stored=True, etag=child.etag, full=False,
-                             listed=trusted)  # fmt: skip
+        return self.names.listed_node(path, child, trusted=trusted)
 
     async def _listing_will_do(self, parent: str, listing: DirListing, name: str | None) -> bool:
-        """Whether the listing's attributes stand in for a HEAD of parent's children.
-        attrs=auto decides once per listing: a few children, spread over the directory
-        and including the one asked for, are HEADed in parallel; if none carries
-        mode/uid/gid/mtime metadata the directory was written by other tools and its
-        listing shows all there is. A HEAD that later finds metadata there flips it."""
-        if self.cfg.attrs != "auto":
-            return self.cfg.attrs == "listing"
-        while listing.verdict is None:
-            if listing.sampling is not None:
-                await listing.sampling.wait()
-                continue
-            listing.sampling = trio.Event()
-            try:
-                listing.verdict = await self._sample(parent, listing, name)
-            finally:
-                listing.sampling.set()
-                listing.sampling = None
-        return listing.verdict == "plain"
-
-    async def _sample(self, parent: str, listing: DirListing, name: str | None) -> str:
-        names = list(listing.children)
-        if not names:
-            return "plain"
-        step = max(1, len(names) // SAMPLE)
-        picks = list(dict.fromkeys(([name] if name else []) + names[::step]))[:SAMPLE]
-        found: list[Node] = []
-
-        async def one(n: str) -> None:
-            child = listing.children.get(n)
-            known = self._known(join(parent, n))
-            if known is not None and (
-                (known.full and self._fresh(known))
-                or (child is not None and self._same_version(known, child))
-            ):
-                known.fetched = time.monotonic()
-                found.append(known)  # HEADed already (the listing shows the same version)
-                return
-            with contextlib.suppress(StoreError, FsError):  # judged by the rest
-                node = None if child is None else await self._child_attrs(join(parent, n), child)
-                if node is not None:
-                    found.append(node)
-
-        async with trio.open_nursery() as nursery:
-            for n in picks:
-                nursery.start_soon(one, n)
-        if not found or any(n.own_meta for n in found):
-            return "rich"
-        return "plain"
-
-    async def _child_attrs(self, path: str, child: Child) -> Node | None:
-        """HEAD of a listed child (its marker, for a directory): the s3fuse metadata that a
-        listing lacks. One request per path at a time, shared by a lookup that waits and
-        the bulk fetch."""
-        while (ev := self._inflight.get(path)) is not None:
-            await ev.wait()
-            node = self._known(path)
-            if node is not None and self._fresh(node):
-                return node
-        ev = self._inflight[path] = trio.Event()
-        try:
-            if child.is_dir:
-                return await self._dir_node(path)
-            return await self._file_node(path)
-        finally:
-            del self._inflight[path]
-            ev.set()
-
-    def _start_bulk(self, parent: str, listing: DirListing) -> None:
-        """After a readdir, the third lookup of a child whose metadata is unknown (ls -l,
-        find -ls, rsync from the mount) fetches all its siblings' metadata in parallel in
-        the background: plain ls costs nothing, ls -l one round of parallel HEADs."""
-        listing.lookups += 1
-        if listing.lookups < BULK_AFTER:
-            return  # `ls` then one `cat`: no reason to fetch every sibling
-        if not listing.browsed or parent in self.cache.bulk or not hasattr(self, "nursery"):
-            return
-        if len(listing.children) > BULK_MAX:
-            return
-        self.cache.bulk[parent] = True
-        todo = []
-        for name, child in listing.children.items():
-            path = join(parent, name)
-            node = self._known(path)
-            if node is None or not self._fresh(node):
-                todo.append((path, child))
-        self.nursery.start_soon(self._bulk_attrs, todo)
-
-    async def _bulk_attrs(self, todo: list[tuple[str, Child]]) -> None:
-        limit = trio.Semaphore(BULK_CONCURRENCY)
-
-        async def one(path: str, child: Child) -> None:
-            async with limit:
-                node = self._known(path)
-                if node is not None and self._fresh(node):
-                    return  # a lookup got there first
-                with contextlib.suppress(Exception):  # a lookup that needs it asks again
-                    await self._child_attrs(path, child)
-
-        async with trio.open_nursery() as nursery:
-            for path, child in todo:
-                nursery.start_soon(one, path, child)
+        return await self.names.listing_will_do(parent, listing, name)
 
     # ================================================================ handlers: names
     async def lookup(self, parent_inode: int, name: bytes, ctx: Caller) -> Entry:
@@ -1102,107 +865,12 @@ class S3Fs:
         flags: int,
         ctx: Caller,
     ) -> None:
-        self._writable()
-        if flags & RENAME_EXCHANGE:
-            raise refuse(errno.EINVAL)  # S3 cannot swap two keys atomically
-        old_parent = self._node(parent_inode_old)
-        new_parent = self._node(parent_inode_new)
-        old_path = self._child_path(old_parent, name_old)
-        new_path = self._child_path(new_parent, name_new)
-        node = await self._resolve(old_path)
-        if old_path == new_path:
-            return
-        if node.is_dir and (new_path + "/").startswith(old_path + "/"):
-            raise refuse(errno.EINVAL)  # into itself
-        self.keys.check_len(
-            self.keys.marker_key(new_path) if node.is_dir else self.keys.file_key(new_path)
+        return await self.moves.rename(
+            parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx
         )
-        try:
-            target: Node | None = await self._resolve(new_path)
-        except FsError as e:
-            if e.errno != errno.ENOENT:
-                raise
-            target = None
-        if target is not None:
-            if flags & RENAME_NOREPLACE:
-                raise refuse(errno.EEXIST)
-            if node.is_dir and not target.is_dir:
-                raise refuse(errno.ENOTDIR)
-            if target.is_dir and not node.is_dir:
-                raise refuse(errno.EISDIR)
-            if target.is_dir:
-                await self._check_empty(target.path)
-        if node.is_dir:
-            await bulk.move_prefix(
-                self.store, self.keys.dir_prefix(old_path), self.keys.dir_prefix(new_path)
-            )
-        else:
-            await self._move_file(node, new_path)
-        if target is not None:
-            if target.is_dir and target.stored:
-                await self.store.delete(self.keys.marker_key(target.path))
-            elif not target.is_dir and target.stored and not node.stored:
-                # nothing was copied over the target's object (the renamed file's upload
-                # is still pending): the object goes, as the rename says; the pending
-                # upload stores the new content under that key later
-                await self.store.delete(self.keys.file_key(target.path))
-            self._supersede(target)  # its key now holds the renamed file
-        self._repath(node, old_path, new_path)
-        self.cache.removed(old_parent.path, basename(old_path))
-        self.cache.negative.pop(new_path, None)
-        self.cache.added(
-            new_parent.path, basename(new_path), Child(node.is_dir, node.size, node.etag)
-        )
-
-    async def _move_file(self, node: Node, new_path: str) -> None:
-        """Copy (every header re-sent) then delete. A file whose upload is pending and
-        that S3 does not hold yet only gets a new key (in _repath): nothing to copy."""
-        old_key = self.keys.file_key(node.path)
-        new_key = self.keys.file_key(new_path)
-        if node.stored:
-            await self._exact(node)
-            res = await self.store.copy(old_key, new_key, await self._copy_params(node))
-            try:
-                await self.store.delete(old_key)
-            except StoreError as e:
-                # the rename fails, both names hold the bytes: show the copy too
-                copied = Child(False, node.attrs.size, res.etag, node.attrs.mtime_ns)
-                self.cache.added(parent_of(new_path), basename(new_path), copied)
-                log.error("rename of %r to %r: copied, but the original could not be deleted "
-                          "(%s); both names now hold the file", node.path, new_path, e)  # fmt: skip
-                raise
-            node.etag = res.etag or node.etag
-        # the spool entry's key (and journal) follow in _repath
-
-    def _repath(self, node: Node, old_path: str, new_path: str) -> None:
-        """Move node (and, for a directory, everything known below it) to new_path."""
-        moved = [
-            (p, i) for p, i in self.by_path.items() if p == old_path or p.startswith(old_path + "/")
-        ]
-        for p, _ in moved:
-            del self.by_path[p]
-        for p, i in moved:
-            n = self.nodes[i]
-            n.path = new_path + p[len(old_path) :]
-            self.by_path[n.path] = i
-            if n.entry is not None:
-                n.entry.key = self.keys.file_key(n.path)
-                if n.entry.state != CLEAN:
-                    n.entry.set_state(n.entry.state)
-            self.cache.forget_dir(p)
-        node.fetched = time.monotonic()
 
     async def _check_empty(self, path: str) -> None:
-        marker = self.keys.marker_key(path)
-        prefix = path + "/"
-        if any(
-            p.startswith(prefix) and self.nodes[i].entry is not None and not self.nodes[i].unlinked
-            for p, i in self.by_path.items()
-        ):
-            raise refuse(errno.ENOTEMPTY)
-        keys = await self.store.has_children(marker)
-        if any(k != marker for k in keys):
-            raise refuse(errno.ENOTEMPTY)
+        return await self.moves.check_empty(path)
 
     async def statfs(self, ctx: Caller) -> FsStats:
         big, files = 1 << 40, 1 << 32  # 4 PiB: S3 has no fixed size

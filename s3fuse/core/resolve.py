@@ -1,0 +1,290 @@
+"""Name resolution and the attribute policy: a path's node from the inode table, a cached
+listing (one LIST answers every lookup in a directory), a HEAD, or the metadata cache;
+attrs=auto's sample of each directory (foreign directories trust their listing), the bulk
+HEAD of a listed directory's children, negative lookups."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import stat
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from s3fuse.core.cache import Child, DirListing
+from s3fuse.core.types import refuse
+from s3fuse.errors import FsError, StoreError
+from s3fuse.model import meta
+from s3fuse.model.keys import basename, join, listable_name, parent_of
+from s3fuse.model.meta import Attrs
+from s3fuse.s3.types import ObjectInfo
+
+BULK_MAX = 20_000  # larger directories: metadata fetched per lookup only
+BULK_CONCURRENCY = 16
+BULK_AFTER = 3  # the third lookup of a listed directory's children starts the bulk fetch
+SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
+
+if TYPE_CHECKING:
+    from s3fuse.core.fs import Node, S3Fs
+
+log = logging.getLogger(__name__)
+
+
+class Resolver:
+    def __init__(self, fs: S3Fs) -> None:
+        self.fs = fs
+
+    def attrs_from_info(self, info: ObjectInfo, is_dir: bool) -> Attrs:
+        return meta.decode(
+            info.metadata,
+            is_dir=is_dir,
+            size=0 if is_dir else info.size,
+            last_modified_ns=info.last_modified_ns,
+            defaults=self.fs.cfg.defaults,
+        )
+
+    def default_dir_attrs(self, mtime_ns: int = 0) -> Attrs:
+        d = self.fs.cfg.defaults
+        return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime_ns or meta.now_ns())
+
+    async def load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
+        prefix = self.fs.keys.dir_prefix(path)
+        lst = await self.fs.store.list_dir(prefix, max_pages=max_pages)
+        listing = DirListing(complete=not lst.truncated)
+        for o in lst.objects:
+            name = o.key[len(prefix) :]
+            if listable_name(name):
+                listing.children[name] = Child(False, o.size, o.etag, o.last_modified_ns)
+        for p in lst.prefixes:
+            name = p[len(prefix) :].rstrip("/")
+            if listable_name(name) and p[len(prefix) :].count("/") == 1:
+                listing.children[name] = Child(True)  # a directory hides a same-named file
+        self.fs.cache.put_listing(path, listing)
+        if self.fs.meta_cache is not None:
+            await self.from_meta_cache(path, prefix, listing)
+        return listing
+
+    async def from_meta_cache(self, path: str, prefix: str, listing: DirListing) -> None:
+        """Full nodes, without a HEAD, for the listed files whose listed ETag and
+        LastModified match a HEAD answer kept from an earlier mount (metacache.py)."""
+        assert self.fs.meta_cache is not None
+
+        def wanted(child_path: str) -> bool:  # not known in full, not being written here
+            known = self.fs._known(child_path)
+            return known is None or not (known.full or known.entry or known.opens)
+
+        files = {
+            prefix + name: name
+            for name, listed in listing.children.items()
+            if not listed.is_dir and wanted(join(path, name))
+        }
+        for key, (etag, listed_ns, info) in (await self.fs.meta_cache.lookup(list(files))).items():
+            child = listing.children.get(files[key])
+            if child is None or child.etag != etag or child.last_modified_ns != listed_ns:
+                continue  # another version now: HEAD it when asked
+            child_path = join(path, files[key])
+            if wanted(child_path):  # asked again: the lookup let other requests run
+                await self.file_node(child_path, info)
+
+    def remember(self, path: str, info: ObjectInfo) -> None:
+        """Keep a HEAD answer for later mounts, with the ETag and LastModified its
+        directory's listing shows (the pair a later listing is compared with)."""
+        listing = self.fs.cache.listing(parent_of(path))
+        child = listing.children.get(basename(path)) if listing is not None else None
+        if child is None or child.is_dir or child.etag != info.etag:
+            return
+        assert self.fs.meta_cache is not None
+        if self.fs.meta_cache.add(child.etag, child.last_modified_ns, info) and hasattr(
+            self, "nursery"
+        ):
+            self.fs.nursery.start_soon(self.fs.meta_cache.flush_later)
+
+    async def dir_node(self, path: str) -> Node:
+        """Directory node; its attributes come from the marker object if there is one."""
+        info = await self.fs.store.head(self.fs.keys.marker_key(path))
+        if info is not None:
+            return self.fs._install(
+                path,
+                self.attrs_from_info(info, True),
+                stored=True,
+                etag=info.etag,
+                full=True,
+                info=info,
+            )
+        return self.fs._install(path, self.default_dir_attrs(), stored=False, etag="", full=True)
+
+    async def file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
+        if info is None:
+            info = await self.fs.store.head(self.fs.keys.file_key(path))
+            if info is not None and self.fs.meta_cache is not None:
+                self.remember(path, info)
+        if info is None:
+            return None
+        return self.fs._install(
+            path,
+            self.attrs_from_info(info, False),
+            stored=True,
+            etag=info.etag,
+            full=True,
+            info=info,
+        )
+
+    async def resolve(self, path: str) -> Node:
+        """The node for an existing path, or FUSEError(ENOENT)."""
+        node = self.fs._known(path)
+        if node is not None and self.fs._fresh(node):
+            return node
+        if self.fs.cache.is_negative(path):
+            raise refuse(errno.ENOENT)
+        parent = parent_of(path)
+        name = basename(path)
+        listing = self.fs.cache.listing(parent)
+        if listing is None and self.fs.cfg.cache_ttl > 0:
+            # One LIST page answers this and every later lookup in the directory.
+            listing = await self.load_listing(parent, max_pages=1)
+        if listing is not None:
+            child = listing.children.get(name)
+            if child is None and listing.complete:
+                self.fs.cache.negative[path] = True
+                raise refuse(errno.ENOENT)
+            if child is not None:
+                if node is not None and self.fs._same_version(node, child):
+                    node.fetched = time.monotonic()
+                    return node
+                if await self.listing_will_do(parent, listing, name):
+                    node = self.fs._known(path)
+                    if node is not None and node.full and self.fs._fresh(node):
+                        return node  # HEADed by the sample
+                    return self.listed_node(path, child)
+                self.start_bulk(parent, listing)
+                found = await self.child_attrs(path, child)
+                if found is not None:
+                    return found
+        found = await self.file_node(path)
+        if found is not None:
+            return found
+        keys = await self.fs.store.has_children(self.fs.keys.dir_prefix(path))
+        if keys:
+            return await self.dir_node(path)
+        if self.fs.cfg.cache_ttl > 0:
+            self.fs.cache.negative[path] = True
+        raise refuse(errno.ENOENT)
+
+    def listed_node(self, path: str, child: Child, *, trusted: bool = True) -> Node:
+        """A node from what a listing says alone (no s3fuse metadata); trusted: its
+        attributes stand in for a HEAD (else the kernel is told to ask again)."""
+        if child.is_dir:
+            return self.fs._install(path, self.default_dir_attrs(), stored=False, etag="",
+                                 full=False, listed=trusted)  # fmt: skip
+        attrs = meta.decode(
+            {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
+            defaults=self.fs.cfg.defaults,
+        )  # fmt: skip
+        return self.fs._install(path, attrs, stored=True, etag=child.etag, full=False,
+                             listed=trusted)  # fmt: skip
+
+    async def listing_will_do(self, parent: str, listing: DirListing, name: str | None) -> bool:
+        """Whether the listing's attributes stand in for a HEAD of parent's children.
+        attrs=auto decides once per listing: a few children, spread over the directory
+        and including the one asked for, are HEADed in parallel; if none carries
+        mode/uid/gid/mtime metadata the directory was written by other tools and its
+        listing shows all there is. A HEAD that later finds metadata there flips it."""
+        if self.fs.cfg.attrs != "auto":
+            return self.fs.cfg.attrs == "listing"
+        while listing.verdict is None:
+            if listing.sampling is not None:
+                await listing.sampling.wait()
+                continue
+            listing.sampling = trio.Event()
+            try:
+                listing.verdict = await self.sample(parent, listing, name)
+            finally:
+                listing.sampling.set()
+                listing.sampling = None
+        return listing.verdict == "plain"
+
+    async def sample(self, parent: str, listing: DirListing, name: str | None) -> str:
+        names = list(listing.children)
+        if not names:
+            return "plain"
+        step = max(1, len(names) // SAMPLE)
+        picks = list(dict.fromkeys(([name] if name else []) + names[::step]))[:SAMPLE]
+        found: list[Node] = []
+
+        async def one(n: str) -> None:
+            child = listing.children.get(n)
+            known = self.fs._known(join(parent, n))
+            if known is not None and (
+                (known.full and self.fs._fresh(known))
+                or (child is not None and self.fs._same_version(known, child))
+            ):
+                known.fetched = time.monotonic()
+                found.append(known)  # HEADed already (the listing shows the same version)
+                return
+            with contextlib.suppress(StoreError, FsError):  # judged by the rest
+                node = None if child is None else await self.child_attrs(join(parent, n), child)
+                if node is not None:
+                    found.append(node)
+
+        async with trio.open_nursery() as nursery:
+            for n in picks:
+                nursery.start_soon(one, n)
+        if not found or any(n.own_meta for n in found):
+            return "rich"
+        return "plain"
+
+    async def child_attrs(self, path: str, child: Child) -> Node | None:
+        """HEAD of a listed child (its marker, for a directory): the s3fuse metadata that a
+        listing lacks. One request per path at a time, shared by a lookup that waits and
+        the bulk fetch."""
+        while (ev := self.fs._inflight.get(path)) is not None:
+            await ev.wait()
+            node = self.fs._known(path)
+            if node is not None and self.fs._fresh(node):
+                return node
+        ev = self.fs._inflight[path] = trio.Event()
+        try:
+            if child.is_dir:
+                return await self.dir_node(path)
+            return await self.file_node(path)
+        finally:
+            del self.fs._inflight[path]
+            ev.set()
+
+    def start_bulk(self, parent: str, listing: DirListing) -> None:
+        """After a readdir, the third lookup of a child whose metadata is unknown (ls -l,
+        find -ls, rsync from the mount) fetches all its siblings' metadata in parallel in
+        the background: plain ls costs nothing, ls -l one round of parallel HEADs."""
+        listing.lookups += 1
+        if listing.lookups < BULK_AFTER:
+            return  # `ls` then one `cat`: no reason to fetch every sibling
+        if not listing.browsed or parent in self.fs.cache.bulk or not hasattr(self, "nursery"):
+            return
+        if len(listing.children) > BULK_MAX:
+            return
+        self.fs.cache.bulk[parent] = True
+        todo = []
+        for name, child in listing.children.items():
+            path = join(parent, name)
+            node = self.fs._known(path)
+            if node is None or not self.fs._fresh(node):
+                todo.append((path, child))
+        self.fs.nursery.start_soon(self.bulk_attrs, todo)
+
+    async def bulk_attrs(self, todo: list[tuple[str, Child]]) -> None:
+        limit = trio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(path: str, child: Child) -> None:
+            async with limit:
+                node = self.fs._known(path)
+                if node is not None and self.fs._fresh(node):
+                    return  # a lookup got there first
+                with contextlib.suppress(Exception):  # a lookup that needs it asks again
+                    await self.child_attrs(path, child)
+
+        async with trio.open_nursery() as nursery:
+            for path, child in todo:
+                nursery.start_soon(one, path, child)
