@@ -19,8 +19,9 @@ import trio
 
 from s3fuse import kernel, runtime, status
 from s3fuse.config import ConfigError, MountConfig, load_sse_c_key
-from s3fuse.core.fs import FsConfig, S3Fs
+from s3fuse.core.fs import S3Fs
 from s3fuse.core.metacache import MetaCache
+from s3fuse.core.nodes import FsConfig
 from s3fuse.errors import NO_BUCKET, StoreError
 from s3fuse.fuse.adapter import FuseOps
 from s3fuse.model.keys import KeyMap

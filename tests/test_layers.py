@@ -97,3 +97,32 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
         ("model.fake", "core.fs"),
     }  # fmt: skip
     assert check("s3fuse.daemon", src, modules()) == {("daemon", "boto3")}
+
+
+def test_type_checking_imports_are_not_used_at_run_time() -> None:
+    """A name imported under `if TYPE_CHECKING:` (to break an import cycle) exists only for
+    mypy: used in code rather than an annotation it fails at run time, and mypy does not
+    say so."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        only_typing: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                for imp in ast.walk(node):
+                    if isinstance(imp, ast.ImportFrom):
+                        only_typing |= {a.asname or a.name for a in imp.names}
+        if not only_typing:
+            continue
+        in_annotations = set()
+        for node in ast.walk(tree):
+            for field in ("annotation", "returns"):
+                value = getattr(node, field, None)
+                if value is not None:
+                    in_annotations |= {id(n) for n in ast.walk(value)}
+        bad += [
+            f"{path.name}:{n.lineno} {n.id}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and n.id in only_typing and id(n) not in in_annotations
+        ]
+    assert bad == []

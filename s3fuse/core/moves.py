@@ -17,7 +17,8 @@ from s3fuse.model.keys import basename, parent_of
 from s3fuse.spool.entry import CLEAN
 
 if TYPE_CHECKING:
-    from s3fuse.core.fs import Node, S3Fs
+    from s3fuse.core.fs import S3Fs
+    from s3fuse.core.nodes import Node
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from s3fuse.model import etag as etag_sums
 from s3fuse.spool.entry import SpoolEntry
 
 if TYPE_CHECKING:
-    from s3fuse.core.fs import Node, S3Fs
+    from s3fuse.core.fs import S3Fs
+    from s3fuse.core.nodes import Node
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ BULK_AFTER = 3  # the third lookup of a listed directory's children starts the b
 SAMPLE = 5  # attrs=auto: children HEADed to tell a foreign directory from an s3fuse one
 
 if TYPE_CHECKING:
-    from s3fuse.core.fs import Node, S3Fs
+    from s3fuse.core.fs import S3Fs
+    from s3fuse.core.nodes import Node
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from s3fuse.core.types import ENOATTR, ROOT_INODE, Caller, refuse
 from s3fuse.model import meta, xattrs
 
 if TYPE_CHECKING:
-    from s3fuse.core.fs import Node, S3Fs
+    from s3fuse.core.fs import S3Fs
+    from s3fuse.core.nodes import Node
 
 log = logging.getLogger(__name__)
 

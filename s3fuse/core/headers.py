@@ -1,0 +1,156 @@
+"""Attribute changes (chmod, chown, utime, truncate), and what a stored object's headers
+are and how a change reaches them: the metadata of an upload or copy (user metadata,
+mode/uid/gid/mtime, the integrity metadata a copy keeps), ACL grants and tags loaded when
+asked for, and the one CopyObject that applies a change in place re-sending every header
+(S3 copies neither ACLs nor, with REPLACE, metadata)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from s3fuse.core import bulk
+from s3fuse.core.types import AttrChanges, Caller, Entry, NewAttrs, refuse
+from s3fuse.errors import StoreError
+from s3fuse.model import meta, xattrs
+from s3fuse.model.keys import basename
+
+if TYPE_CHECKING:
+    from s3fuse.core.fs import S3Fs
+    from s3fuse.core.nodes import Node
+
+log = logging.getLogger(__name__)
+
+
+class Headers:
+    def __init__(self, fs: S3Fs) -> None:
+        self.fs = fs
+
+    async def store_meta(self, node: Node, *, tagging_changed: bool = False) -> None:
+        """Persist changed attributes or xattrs: with the pending upload if there is one,
+        else in place on the stored object (or directory marker)."""
+        if node.unlinked:
+            return
+        if node.entry is not None and (node.entry.dirty or not node.stored):
+            node.entry.touch()
+            if node.opens == 0:
+                await self.fs._upload(node)
+            return
+        if node.is_dir:
+            node.etag = await self.fs._put_marker(node.path, node)
+            node.stored = True
+            return
+        if node.stored:
+            await self.copy_in_place(node, tagging_changed=tagging_changed)
+
+    async def load_acl_tags(self, node: Node, *, acl: bool = True, tags: bool = True) -> None:
+        """ACL and tags are not in a HEAD answer: fetch them when they must be re-sent or
+        shown. Values set here and not stored yet win over what S3 holds."""
+        if node.is_dir or not node.stored:
+            return
+        key = self.fs.keys.file_key(node.path)
+
+        async def load_acl() -> None:
+            grants = xattrs.grants_from_acl(await self.fs.store.get_acl(key))
+            if "acl" not in node.hdrs and not any(g in node.hdrs for g in xattrs.GRANTS):
+                node.hdrs.update(grants)
+            node.acl_loaded = True
+
+        async def load_tags() -> None:
+            tagging = xattrs.tagging_from_tags(await self.fs.store.get_tags(key))
+            if tagging and "tagging" not in node.hdrs:
+                node.hdrs["tagging"] = tagging
+            node.tags_loaded = True
+
+        jobs = [j for j, want in ((load_acl, acl and not node.acl_loaded),
+                                  (load_tags, tags and not node.tags_loaded)) if want]  # fmt: skip
+        if len(jobs) < 2:
+            for job in jobs:
+                await job()
+            return
+        errors: list[StoreError] = []
+
+        async def run(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+            try:
+                await job()
+            except StoreError as e:
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:  # both at once: one round trip
+            for job in jobs:
+                nursery.start_soon(run, job)
+        if errors:
+            raise errors[0]
+
+    def metadata(self, node: Node) -> dict[str, str]:
+        md = dict(node.umeta)
+        if node.is_dir:
+            md.update(xattrs.dir_defaults_to_meta(node.hdrs))
+        md.update(meta.encode(node.attrs))
+        return md
+
+    async def copy_in_place(self, node: Node, *, tagging_changed: bool = False) -> None:
+        """One CopyObject that re-sends every header the object has: storage class, SSE,
+        ACL grants (S3 does not copy ACLs), content headers, metadata, lock settings.
+        Tags are copied by S3 unless they are what changed."""
+        params = await self.copy_params(node)
+        if tagging_changed:
+            params["TaggingDirective"] = "REPLACE"
+            params["Tagging"] = node.hdrs.get("tagging", "")
+        res = await self.fs.store.copy_in_place(self.fs.keys.file_key(node.path), params)
+        node.etag = res.etag or node.etag
+        node.version_id = res.version_id or node.version_id
+
+    async def copy_params(self, node: Node) -> dict[str, Any]:
+        """The headers a CopyObject of node's object must re-send (S3 copies tags only)."""
+        await self.load_acl_tags(node, tags=False)
+        values = {
+            k: v for k, v in node.hdrs.items() if not (self.fs.cfg.sse_c and k.startswith("sse"))
+        }
+        # the same bytes: their block checksums and part size stay true
+        md = {**self.metadata(node), **node.integrity}
+        return bulk.copy_params(values, md, meta.content_type_for(basename(node.path)))
+
+    async def setattr(
+        self,
+        inode: int,
+        attr: NewAttrs,
+        fields: AttrChanges,
+        fh: int | None,
+        ctx: Caller,
+    ) -> Entry:
+        self.fs._writable()
+        node = await self.fs._exact(self.fs._node(inode))
+        a = node.attrs
+        changed_meta = False
+        if fields.update_mode:
+            a.mode = stat.S_IFMT(a.mode) | stat.S_IMODE(attr.st_mode)
+            changed_meta = True
+        if fields.update_uid:
+            a.uid = attr.st_uid
+            changed_meta = True
+        if fields.update_gid:
+            a.gid = attr.st_gid
+            changed_meta = True
+        if fields.update_mtime:
+            a.mtime_ns = attr.st_mtime_ns
+            changed_meta = True
+        if fields.update_size:
+            if node.is_dir:
+                raise refuse(errno.EISDIR)
+            entry = await self.fs._spool_entry(node, keep_content=attr.st_size > 0)
+            async with entry.lock:
+                entry.truncate(attr.st_size)
+            a.size = attr.st_size
+            if not fields.update_mtime:
+                a.mtime_ns = meta.now_ns()
+            if node.opens == 0:
+                await self.fs._upload(node)  # truncate(2) on a path: no close() will follow
+        elif changed_meta:
+            await self.fs._store_meta(node)
+        return self.fs._entry_attrs(node)
