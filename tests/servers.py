@@ -256,18 +256,23 @@ class RgwServer:
     """A one-node Ceph RADOS Gateway (scripts/rgw/start): a real, validating S3 server.
     Data lives in RAM; the state directory and every daemon go away at stop()."""
 
-    def __init__(self) -> None:
+    def __init__(self, memstore_bytes: int | None = None) -> None:
         self.port = next(
             p for p in range(7010, 7091, 10) if all(port_free(p + i) for i in range(10))
         )
         self.env: dict[str, str] = {}
+        self.memstore_bytes = memstore_bytes  # RAM for object data (scripts/rgw/start: 1 GiB)
 
     def start(self) -> RgwServer:
+        env = dict(os.environ)
+        if self.memstore_bytes:
+            env["S3SRV_MEMSTORE_BYTES"] = str(self.memstore_bytes)
         r = subprocess.run(
             [os.path.join(ROOT, "scripts/rgw/start"), str(self.port)],
             capture_output=True,
             text=True,
             timeout=600,
+            env=env,
         )
         if r.returncode != 0:
             self.stop()

@@ -35,6 +35,7 @@ from tests.servers import MotoServer, Recorded, RecordingProxy, RgwServer
 WORKER = Path(__file__).with_name("soak_worker.py")
 MiB = 1 << 20
 READ_TIMEOUT = 2  # s3fuse's; a stall is longer
+RGW_MEMSTORE = 8 << 30
 MOUNT_ARGS = (
     "-o", f"multipart_threshold={6 * MiB},part_size={5 * MiB},read_timeout={READ_TIMEOUT}",
     "-o", "retry_window=4",
@@ -271,7 +272,9 @@ class backend:
             self.server = MotoServer(log_path=str(self.root / "moto.log")).start()
             env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
             return Backend("moto", self.server.url, proxy, env)
-        self.server = RgwServer().start()
+        # a long soak writes many GB: RGW frees replaced objects only after its GC delay
+        # (60 s here), and a full memstore answers every request 503 SlowDown
+        self.server = RgwServer(memstore_bytes=RGW_MEMSTORE).start()
         env = {"AWS_ACCESS_KEY_ID": self.server.env["S3_ACCESS_KEY"],
                "AWS_SECRET_ACCESS_KEY": self.server.env["S3_SECRET_KEY"]}  # fmt: skip
         return Backend("rgw", self.server.url, proxy, env)
