@@ -52,6 +52,7 @@ def test_help_explains() -> None:
         ("bad-value", "retries='lots'"),
     ],
 )
+@pytest.mark.semantics("OPS-JSON", "OPS-START")
 def test_refuses_to_start(
     case: str, needle: str, tmp_path: Path, proxy: RecordingProxy, bucket: str
 ) -> None:
@@ -133,6 +134,7 @@ def test_background_mount_and_umount(
             os.kill(state["pid"], signal.SIGKILL)
 
 
+@pytest.mark.semantics("OPS-START")
 def test_second_mount_of_same_spool_refused(
     mount_factory: Any, bucket: str, tmp_path: Path, proxy: RecordingProxy
 ) -> None:

@@ -48,6 +48,7 @@ def keys(b: Backend, bucket: str) -> list[str]:
     return [o["Key"] for o in b.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
+@pytest.mark.semantics("LOST-NO-REPLAY")
 def test_failed_recovery_is_not_replayed_over_a_later_close(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -76,6 +77,7 @@ def test_failed_recovery_is_not_replayed_over_a_later_close(
     assert not list(m.spool.glob("*.json")), "nothing is pending any more"
 
 
+@pytest.mark.semantics("LOST-SPOOL")
 def test_recovery_failure_is_uploaded_once_the_link_heals(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -93,6 +95,7 @@ def test_recovery_failure_is_uploaded_once_the_link_heals(
     assert body(backend, bucket, "g") == b"B" * 2000
 
 
+@pytest.mark.semantics("LOST-NO-REPLAY")
 def test_rename_of_unstored_file_over_stored_then_unlink(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -131,6 +134,7 @@ def test_rename_of_unstored_file_over_stored_is_stored_later(
     assert body(backend, bucket, "a") == b"Y" * 200
 
 
+@pytest.mark.semantics("INTEG-WHOLE-READ")
 def test_append_to_multipart_object_after_corrupted_download(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -152,6 +156,7 @@ def test_append_to_multipart_object_after_corrupted_download(
     assert "corrupted in transit" in m.log_text()
 
 
+@pytest.mark.semantics("INTEG-WHOLE-READ")
 def test_patch_of_small_object_after_corrupted_download(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -172,6 +177,7 @@ def test_patch_of_small_object_after_corrupted_download(
     assert body(backend, bucket, "small") == expect
 
 
+@pytest.mark.semantics("INTEG-EDGES")
 def test_garbled_complete_request_is_sent_again(mount_factory: Any, backend: Backend) -> None:
     """A flipped byte in the CompleteMultipartUpload request (MalformedXML) is not the
     end of the upload: the request is sent again."""
@@ -194,6 +200,7 @@ def test_garbled_complete_request_is_sent_again(mount_factory: Any, backend: Bac
         assert "MalformedXML" in m.log_text() and "sending it again" in m.log_text()
 
 
+@pytest.mark.semantics("LOST-UPLOADS")
 def test_upload_left_open_by_a_killed_daemon_is_aborted(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -223,6 +230,7 @@ def _write_ignoring_errors(path: Any, data: bytes) -> None:
         path.write_bytes(data)
 
 
+@pytest.mark.semantics("LOST-UPLOADS")
 def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: Backend) -> None:
     """The answer to CreateMultipartUpload is lost (the server made the upload); botocore
     sends it again: the first upload must not be left open, costing storage forever."""
@@ -238,6 +246,7 @@ def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: B
     assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.semantics("INTEG-EDGES")
 def test_complete_answered_200_with_an_error_is_retried(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -254,6 +263,7 @@ def test_complete_answered_200_with_an_error_is_retried(
     assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.semantics("INTEG-EDGES")
 @pytest.mark.parametrize("size", [100_000, 20 * MiB])
 def test_get_cut_short_is_read_again(mount_factory: Any, backend: Backend, size: int) -> None:
     bucket = backend.bucket()
@@ -266,6 +276,7 @@ def test_get_cut_short_is_read_again(mount_factory: Any, backend: Backend, size:
     assert cut
 
 
+@pytest.mark.semantics("NAME-RENAME")
 def test_failure_between_copy_and_delete_of_a_rename_loses_nothing(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -285,6 +296,7 @@ def test_failure_between_copy_and_delete_of_a_rename_loses_nothing(
     assert keys(backend, bucket) == ["b"] and body(backend, bucket, "b") == b"A" * 5000
 
 
+@pytest.mark.semantics("LOST-SPOOL")
 def test_recovery_with_the_server_down_is_quick_and_retried_later(
     mount_factory: Any, backend: Backend
 ) -> None:
@@ -317,6 +329,7 @@ def test_recovery_with_the_server_down_is_quick_and_retried_later(
     assert "retry: 'f0' stored" in m.log_text()
 
 
+@pytest.mark.semantics("LOST-UPLOADS")
 def test_upload_whose_creation_a_kill_interrupted_is_aborted(
     mount_factory: Any, backend: Backend
 ) -> None:

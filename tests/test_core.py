@@ -51,6 +51,7 @@ def test_write_read_list_stat(bucket: str, s3: Any, proxy: RecordingProxy, tmp_p
     assert "s3fuse-blocks" in s3.head_object(Bucket=bucket, Key="d/big")["Metadata"]
 
 
+@pytest.mark.semantics("STORE-CLOSE", "LOST-SPOOL")
 def test_failed_close_keeps_the_bytes_and_shows_them(
     bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
@@ -69,6 +70,7 @@ def test_failed_close_keeps_the_bytes_and_shows_them(
     assert objects(s3, bucket) == {"f": b"new bytes"}
 
 
+@pytest.mark.semantics("NAME-RENAME")
 def test_rename_noreplace_and_unlink(
     bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
 ) -> None:

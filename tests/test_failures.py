@@ -40,6 +40,7 @@ def journals(spool: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+@pytest.mark.semantics("STORE-CLOSE")
 def test_server_down_at_close_fails_and_keeps_data(
     own_server: MotoServer, mount_factory: Any
 ) -> None:
@@ -69,6 +70,7 @@ def test_server_down_at_close_fails_and_keeps_data(
     assert not list(m.spool.glob("*.data"))
 
 
+@pytest.mark.semantics("STORE-ATOMIC", "LOST-CRASH")
 def test_sigkill_recovery(
     mount_factory: Any, bucket: str, s3: Any, failing_puts: RecordingProxy
 ) -> None:

@@ -45,6 +45,7 @@ def part_number(r: Any) -> int:
     return int(q["partNumber"][0]) if "partNumber" in q else 0
 
 
+@pytest.mark.semantics("INTEG-MD5")
 def test_every_put_and_part_carries_content_md5(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
@@ -89,6 +90,7 @@ def test_small_overwrite_of_a_multipart_object(
     assert body(backend, bucket, "big") == bytes(data)
 
 
+@pytest.mark.semantics("INTEG-RESEND")
 def test_corrupted_put_is_sent_again(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket)
@@ -116,6 +118,7 @@ def test_corrupted_put_is_sent_again(mount_factory: Any, backend: Backend) -> No
         assert "ChecksumMismatch" in log
 
 
+@pytest.mark.semantics("INTEG-RESEND")
 def test_corrupted_part_is_sent_again_alone(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
@@ -152,6 +155,7 @@ def test_failed_multipart_is_aborted_and_kept(mount_factory: Any, backend: Backe
     assert body(backend, bucket, "doomed") == data
 
 
+@pytest.mark.semantics("INTEG-WHOLE-READ")
 def test_corrupted_get_is_never_handed_on(
     mount_factory: Any, backend: Backend, tmp_path: Path
 ) -> None:
@@ -220,6 +224,7 @@ def test_transient_faults_are_retried(mount_factory: Any, backend: Backend, kind
     [(403, "AccessDenied", errno.EACCES), (404, "NoSuchBucket", errno.ENOENT),
      (400, "InvalidArgument", errno.EINVAL)],
 )  # fmt: skip
+@pytest.mark.semantics("STORE-CLOSE")
 def test_permanent_faults_are_not_retried(
     mount_factory: Any, backend: Backend, status: int, code: str, err: int
 ) -> None:
@@ -232,6 +237,7 @@ def test_permanent_faults_are_not_retried(
     assert len(for_key(backend, bucket, "denied", "PUT")) == 1
 
 
+@pytest.mark.semantics("CONC-DETECT")
 def test_conflicts_are_detected(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     s3 = backend.client()
@@ -257,6 +263,7 @@ def test_conflicts_are_detected(mount_factory: Any, backend: Backend) -> None:
     assert body(backend, bucket, "fresh") == b"theirs"
 
 
+@pytest.mark.semantics("CONC-LAST-WINS")
 def test_default_is_last_writer_wins(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     s3 = backend.client()

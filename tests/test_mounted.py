@@ -99,6 +99,7 @@ def test_names_with_spaces_and_unicode(mnt: Mount, s3: Any) -> None:
         assert (mnt.path / n).read_bytes() == n.encode()
 
 
+@pytest.mark.semantics("HDR-INTEROP")
 def test_foreign_objects_and_implicit_dirs(mnt: Mount, s3: Any) -> None:
     s3.put_object(Bucket=mnt.bucket, Key="ext/deep/er/file.txt", Body=b"from elsewhere")
     s3.put_object(Bucket=mnt.bucket, Key="ext/top.bin", Body=b"\0" * 10)
@@ -154,6 +155,7 @@ def test_dd_write_and_read_own_writes(mnt: Mount, s3: Any) -> None:
     assert obj(s3, mnt.bucket, "rw.txt")[0] == b"abcdef"
 
 
+@pytest.mark.semantics("STORE-IDEMPOTENT")
 def test_upload_idempotent_per_generation(mnt: Mount, s3: Any, proxy: RecordingProxy) -> None:
     fd = os.open(mnt / "dup.txt", os.O_CREAT | os.O_WRONLY, 0o600)
     os.write(fd, b"one")
@@ -174,6 +176,7 @@ def test_upload_idempotent_per_generation(mnt: Mount, s3: Any, proxy: RecordingP
     assert len(puts_of(proxy, mnt.bucket, "dup.txt")) == 2
 
 
+@pytest.mark.semantics("STORE-FSYNC")
 def test_fsync_stores_before_close(mnt: Mount, s3: Any) -> None:
     with open(mnt / "synced", "wb") as f:
         f.write(b"durable")
@@ -196,6 +199,7 @@ def test_overwrite_partial_and_append(mnt: Mount, s3: Any) -> None:
     assert obj(s3, mnt.bucket, "edit.txt")[0] == b"new"
 
 
+@pytest.mark.semantics("HDR-INTEROP")
 def test_remount_shows_stored_metadata(mount_factory: Any, bucket: str, s3: Any) -> None:
     m = mount_factory(bucket)
     p = m / "kept.sh"

@@ -47,6 +47,7 @@ def body(s3: Any, bucket: str, key: str) -> bytes:
 
 
 # ------------------------------------------------------------------ rename
+@pytest.mark.semantics("NAME-RENAME")
 def test_rename_file_keeps_every_header(mnt: Mount, s3: Any) -> None:
     p = mnt / "a.txt"
     fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o640)
@@ -78,6 +79,7 @@ def test_rename_file_keeps_every_header(mnt: Mount, s3: Any) -> None:
     assert not (mnt / "a.txt").exists()
 
 
+@pytest.mark.semantics("NAME-RENAME")
 def test_rename_over_existing_and_flags(mnt: Mount, s3: Any) -> None:
     (mnt / "x").write_bytes(b"new")
     (mnt / "y").write_bytes(b"old")
@@ -116,6 +118,7 @@ def test_rename_directory_with_contents(mnt: Mount, s3: Any) -> None:
     assert not (mnt / "src").exists()
 
 
+@pytest.mark.semantics("NAME-RENAME")
 def test_failed_directory_rename_loses_nothing(mnt: Mount, s3: Any, proxy: RecordingProxy) -> None:
     for i in range(20):
         s3.put_object(Bucket=mnt.bucket, Key=f"d/f{i:02d}", Body=b"x")
@@ -193,6 +196,7 @@ def test_o_trunc_never_downloads(mnt: Mount, s3: Any, proxy: RecordingProxy) -> 
     assert body(s3, mnt.bucket, "big") == b"small"
 
 
+@pytest.mark.semantics("HDR-INTEROP")
 def test_chmod_chown_touch_persist_across_remount(mount_factory: Any, bucket: str, s3: Any) -> None:
     m = mount_factory(bucket)
     sh(

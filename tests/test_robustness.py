@@ -59,6 +59,7 @@ def check_bucket(
                 assert name in have or new in have, f"{name}: close() returned 0, not in S3"
 
 
+@pytest.mark.semantics("STORE-ATOMIC", "LOST-CRASH")
 def test_sigkill_at_random_points(mount_factory: Any, bucket: str, s3: Any, tmp_path: Path) -> None:
     base = random.randrange(1 << 30)
     rng = random.Random(base)
@@ -98,6 +99,7 @@ def test_sigkill_at_random_points(mount_factory: Any, bucket: str, s3: Any, tmp_
         assert full.startswith(p.read_bytes())
 
 
+@pytest.mark.semantics("LOST-FULL-SPOOL")
 def test_full_spool_gives_enospc_and_reads_go_on(
     mount_factory: Any, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
@@ -122,6 +124,7 @@ def test_full_spool_gives_enospc_and_reads_go_on(
         subprocess.run(["umount", "-l", str(spool)], check=False)
 
 
+@pytest.mark.semantics("LOST-FULL-SPOOL")
 def test_spool_full_while_a_multipart_file_closes(
     mount_factory: Any, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
@@ -155,6 +158,7 @@ def test_spool_full_while_a_multipart_file_closes(
         subprocess.run(["umount", "-l", str(spool)], check=False)
 
 
+@pytest.mark.semantics("NAME-UNSHOWABLE")
 def test_keys_posix_cannot_show(mount_factory: Any, bucket: str, s3: Any) -> None:
     bad = ["a//b", "../up", "./dot", "x/./y", "x/../z", "n" * 300, "deep/" + "q" * 256 + "/f"]
     for k in bad:
@@ -196,6 +200,7 @@ NAME = st.text(
         max_size=12,
     )
 )
+@pytest.mark.semantics("NAME-UNSHOWABLE")
 def test_random_names_match_a_model(mnt: Mount, s3: Any, ops: list[tuple[str, str, str]]) -> None:
     for p in mnt.path.iterdir():
         p.unlink()
@@ -219,6 +224,7 @@ def test_random_names_match_a_model(mnt: Mount, s3: Any, ops: list[tuple[str, st
     assert sorted(os.listdir(mnt.path)) == sorted(model)
 
 
+@pytest.mark.semantics("OPS-SECRETS")
 def test_secrets_never_reach_logs(
     mount_factory: Any, bucket: str, proxy: RecordingProxy, tmp_path: Path
 ) -> None:

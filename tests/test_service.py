@@ -143,6 +143,7 @@ def test_mount_helper_fstab_style(
             helper.unlink()
 
 
+@pytest.mark.semantics("OPS-JSON")
 def test_status_text_json_and_progress(
     mount_factory: Any, bucket: str, proxy: RecordingProxy
 ) -> None:
@@ -229,6 +230,7 @@ def test_credentials_rotate(
     assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 4
 
 
+@pytest.mark.semantics("OPS-SECRETS")
 def test_runtime_state_has_no_secrets(mount_factory: Any, bucket: str) -> None:
     env = {"AWS_SECRET_ACCESS_KEY": "SENTINEL-status-secret"}
     m: Mount = mount_factory(bucket, env=env)

@@ -14,6 +14,7 @@ from tests.conftest import Backend
 pytestmark = pytest.mark.mounted
 
 
+@pytest.mark.semantics("LOST-SOAK")
 def test_short_soak(backend: Backend, tmp_path: Path) -> None:
     res = soak.run(
         backend, tmp_path, seconds=30, seed=20261201, workers=3, kill_every=(12, 18),

@@ -25,6 +25,7 @@ def make_store(url: str, bucket: str, **kw: Any) -> Store:
     return Store(StoreConfig(bucket=bucket, endpoint_url=url, max_attempts=2, **kw))
 
 
+@pytest.mark.semantics("INTEG-MD5")
 def test_put_sends_content_md5_and_checks_etag(proxy: RecordingProxy, bucket: str, s3: Any) -> None:
     store = make_store(proxy.url, bucket)
     body = os.urandom(300_000)
@@ -95,6 +96,7 @@ def test_head_list_range_delete(proxy: RecordingProxy, bucket: str, s3: Any) -> 
     trio.run(go)
 
 
+@pytest.mark.semantics("OPS-START")
 def test_missing_bucket_and_unreachable_endpoint(proxy: RecordingProxy) -> None:
     with pytest.raises(StoreError) as e:
         make_store(proxy.url, "no-such-bucket-here").check_bucket_sync()
@@ -197,6 +199,7 @@ def test_spool_lock_refuses_second_daemon(
     a.close()
 
 
+@pytest.mark.semantics("LOST-CRASH")
 def test_spool_recovery_classifies(
     tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
 ) -> None:
@@ -305,6 +308,7 @@ def test_multipart_parts_are_streamed_from_the_spool_not_held_in_memory(
     assert hashlib.md5(got).digest() == hashlib.md5(data).digest()
 
 
+@pytest.mark.semantics("LOST-NO-REPLAY")
 def test_spool_recovery_keeps_failed_uploads_and_drops_superseded_ones(
     tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
 ) -> None:

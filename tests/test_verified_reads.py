@@ -40,6 +40,7 @@ def head_meta(b: Backend, bucket: str, key: str) -> dict[str, str]:
     return md
 
 
+@pytest.mark.semantics("INTEG-RANGED-READ")
 @pytest.mark.parametrize("how", ["sequential", "random", "multipart"])
 def test_a_corrupted_range_is_fetched_again(mount_factory: Any, backend: Backend, how: str) -> None:
     bucket = backend.bucket()
@@ -64,6 +65,7 @@ def test_a_corrupted_range_is_fetched_again(mount_factory: Any, backend: Backend
     assert reads(m, "corrupted_refetched") >= 1
 
 
+@pytest.mark.semantics("INTEG-RANGED-READ")
 def test_metadata_change_keeps_the_block_checksums(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     m = mount(mount_factory, backend, bucket)
@@ -80,6 +82,7 @@ def test_metadata_change_keeps_the_block_checksums(mount_factory: Any, backend: 
     assert "s3fuse-blocks" not in head_meta(backend, bucket, "big")
 
 
+@pytest.mark.semantics("INTEG-RANGED-READ")
 def test_objects_without_block_checksums_are_counted(mount_factory: Any, backend: Backend) -> None:
     bucket = backend.bucket()
     data = os.urandom(9 * MiB)

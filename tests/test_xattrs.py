@@ -43,6 +43,7 @@ def write_with_xattrs(path: Path, data: bytes, attrs: dict[str, str]) -> None:
         os.close(fd)
 
 
+@pytest.mark.semantics("HDR-XATTR")
 def test_every_header_reaches_the_put(mnt: Mount, s3: Any, proxy: RecordingProxy) -> None:
     attrs = {
         "user.s3.storage_class": "STANDARD_IA",
@@ -133,6 +134,7 @@ def test_object_lock_headers(mount_factory: Any, s3: Any, proxy: RecordingProxy)
     assert hold["Status"] == "ON"
 
 
+@pytest.mark.semantics("HDR-IN-PLACE")
 def test_in_place_change_keeps_every_other_header(
     mnt: Mount, s3: Any, proxy: RecordingProxy
 ) -> None:
@@ -218,6 +220,7 @@ def test_foreign_object_xattrs_show_what_s3_holds(mnt: Mount, s3: Any) -> None:
     ]
 
 
+@pytest.mark.semantics("HDR-PRECEDENCE")
 def test_inheritance_dir_then_mount_option(mount_factory: Any, bucket: str, s3: Any) -> None:
     m = mount_factory(bucket, "-o", "storage_class=REDUCED_REDUNDANCY,acl=bucket-owner-read")
     (m / "top.txt").write_bytes(b"t")
@@ -269,6 +272,7 @@ def test_inheritance_dir_then_mount_option(mount_factory: Any, bucket: str, s3: 
         ("system.posix_acl_access", POSIX_ACL, errno.EOPNOTSUPP),
     ],
 )
+@pytest.mark.semantics("HDR-XATTR")
 def test_invalid_values_fail_at_setxattr(
     mnt: Mount, s3: Any, name: str, value: str, err: int
 ) -> None:
@@ -294,6 +298,7 @@ def test_namespaces_s3_cannot_hold_are_unsupported(mnt: Mount) -> None:
     assert e.value.errno == errno.ENODATA
 
 
+@pytest.mark.semantics("HDR-XATTR")
 def test_invalid_value_log_names_allowed_values(mnt: Mount) -> None:
     p = mnt / "log.txt"
     p.write_bytes(b"x")
@@ -353,6 +358,7 @@ def test_acl_not_supported_becomes_eopnotsupp(mnt: Mount, proxy: RecordingProxy)
         ("AccessDenied", 403, errno.EACCES),
     ],
 )
+@pytest.mark.semantics("STORE-CLOSE")
 def test_s3_rejections_at_close_are_actionable(
     mnt: Mount, proxy: RecordingProxy, code: str, status: int, err: int
 ) -> None:
