@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from s3fuse.core.types import RENAME_NOREPLACE
 from s3fuse.errors import FsError, StoreError
-from tests.core_harness import Core, run_core
+from tests.core_harness import CTX, Core, run_core
 from tests.servers import MotoServer, RecordingProxy
 
 MiB = 1 << 20
@@ -133,3 +134,92 @@ def test_core_matches_a_model(
 
     run_core(bucket, moto.url, tmp_path / f"spool-{uuid.uuid4().hex[:8]}", body)
     assert objects(s3, bucket) == {"dir/": b"", **model}
+
+
+@dataclass
+class Changes:
+    update_mode: bool = False
+    update_uid: bool = False
+    update_gid: bool = False
+    update_mtime: bool = False
+    update_size: bool = False
+
+
+@dataclass
+class Values:
+    st_mode: int = 0
+    st_uid: int = 0
+    st_gid: int = 0
+    st_size: int = 0
+    st_mtime_ns: int = 0
+
+
+@pytest.mark.semantics("HDR-XATTR", "HDR-IN-PLACE")
+def test_xattrs_and_setattr_on_the_core(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    async def body(c: Core) -> None:
+        await c.write("f", b"0123456789")
+        ino = await c.ino("f")
+        await c.fs.setxattr(ino, b"user.s3.storage_class", b"STANDARD_IA", CTX)
+        await c.fs.setxattr(ino, b"user.s3.content_type", b"text/plain", CTX)
+        await c.fs.setxattr(ino, b"user.color", b"blue", CTX)
+        with pytest.raises(FsError) as e:
+            await c.fs.setxattr(ino, b"user.s3.storage_class", b"NOPE", CTX)
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(FsError) as e:
+            await c.fs.setxattr(ino, b"user.s3.etag", b"x", CTX)  # read-only
+        assert e.value.errno == errno.EPERM
+        assert await c.fs.getxattr(ino, b"user.color", CTX) == b"blue"
+        assert await c.fs.getxattr(ino, b"user.s3.etag", CTX)
+        names = await c.fs.listxattr(ino, CTX)
+        assert b"user.color" in names and b"user.s3.storage_class" in names
+        await c.fs.removexattr(ino, b"user.color", CTX)
+        with pytest.raises(FsError) as e:
+            await c.fs.getxattr(ino, b"user.color", CTX)
+        assert e.value.errno == errno.ENODATA
+        await c.fs.setattr(ino, Values(st_mode=0o600), Changes(update_mode=True), None, CTX)
+        await c.fs.setattr(ino, Values(st_size=4), Changes(update_size=True), None, CTX)
+        assert (await c.stat("f")).st_mode & 0o777 == 0o600
+        assert await c.read("f") == b"0123"
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body)
+    head = s3.head_object(Bucket=bucket, Key="f")
+    assert head["StorageClass"] == "STANDARD_IA" and head["ContentType"] == "text/plain"
+    assert "color" not in head["Metadata"] and int(head["Metadata"]["mode"]) & 0o777 == 0o600
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"0123"
+
+
+@pytest.mark.semantics("INTEG-WHOLE-READ", "INTEG-RANGED-READ")
+def test_corrupted_gets_are_fetched_again_on_the_core(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    small, big = os.urandom(3000), os.urandom(13 * MiB)
+    flipped: list[str] = []
+
+    def flip_each_first_get(r: Any) -> Any:
+        if r.method == "GET" and "?" not in r.path and r.path not in flipped:
+            flipped.append(r.path)
+            return "flip-response"
+        return None
+
+    async def write(c: Core) -> None:
+        await c.write("small", small)
+        await c.write("big", big)
+        await c.mkdir("d")
+
+    async def read(c: Core) -> None:
+        proxy.fault = flip_each_first_get
+        try:
+            assert await c.read("small") == small
+            assert await c.read("big") == big
+            await c.write("small", b"+", append=True)  # the fill before the append
+            assert await c.read("small") == small + b"+"
+        finally:
+            proxy.fault = None
+        await c.fs.rmdir(await c.ino(""), b"d", CTX)
+
+    run_core(bucket, proxy.url, tmp_path / "spool", write)
+    run_core(bucket, proxy.url, tmp_path / "spool", read)  # a new core: nothing cached
+    assert len(flipped) >= 2
+    assert objects(s3, bucket) == {"small": small + b"+", "big": big}
