@@ -118,11 +118,11 @@ class Core:
 
 def run_core(
     bucket: str, endpoint: str, spool: Path, body: Callable[[Core], Awaitable[Any]],
-    *options: str,
+    *options: str, unmount: bool = True,
 ) -> Any:  # fmt: skip
     """Run body(core) in a trio loop over a core wired as the daemon wires it (crash
     recovery first, then the nursery for read-ahead and hashing); what is still pending
-    is uploaded at the end, as at unmount."""
+    is uploaded at the end, as at unmount (unmount=False: the daemon dies instead)."""
     cfg = MountConfig(bucket=bucket, mountpoint=str(spool / "unused-mountpoint"),
                       endpoint_url=endpoint, spool_dir=str(spool))  # fmt: skip
     apply_options(cfg, list(options))
@@ -140,8 +140,9 @@ def run_core(
             try:
                 return await body(Core(daemon))
             finally:
-                with trio.CancelScope(shield=True):
-                    await daemon.fs.upload_pending()
+                if unmount:
+                    with trio.CancelScope(shield=True):
+                        await daemon.fs.upload_pending()
                 nursery.cancel_scope.cancel()
 
     try:

@@ -223,3 +223,92 @@ def test_corrupted_gets_are_fetched_again_on_the_core(
     run_core(bucket, proxy.url, tmp_path / "spool", read)  # a new core: nothing cached
     assert len(flipped) >= 2
     assert objects(s3, bucket) == {"small": small + b"+", "big": big}
+
+
+@pytest.mark.semantics("CONC-DETECT")
+def test_conflict_detection_on_the_core(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    async def body(c: Core) -> None:
+        await c.write("f", b"ours 1")
+        opened = await c.fs.open(await c.ino("f"), os.O_WRONLY | os.O_TRUNC, CTX)
+        await c.fs.write(opened.fh, 0, b"ours 2")
+        s3.put_object(Bucket=bucket, Key="f", Body=b"theirs")  # another writer, meanwhile
+        with pytest.raises(FsError) as e:
+            await c.fs.flush(opened.fh)
+        assert e.value.errno == errno.ESTALE
+        await c.fs.release(opened.fh)
+        opened, _ = await c.fs.create(await c.ino(""), b"g", 0o644, os.O_WRONLY, CTX)
+        await c.fs.write(opened.fh, 0, b"new of ours")
+        s3.put_object(Bucket=bucket, Key="g", Body=b"theirs too")  # created meanwhile
+        with pytest.raises(FsError) as e:
+            await c.fs.flush(opened.fh)
+        assert e.value.errno == errno.EEXIST
+        await c.fs.release(opened.fh)
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body, "conflict=detect,cache_ttl=0")
+    assert objects(s3, bucket) == {"f": b"theirs", "g": b"theirs too"}
+    kept = sorted(
+        p.read_bytes() for p in (tmp_path / "spool" / "recovered").rglob("*") if p.is_file()
+    )
+    assert kept == [b"new of ours", b"ours 2"]
+
+
+@pytest.mark.semantics("LOST-CRASH", "LOST-NO-REPLAY", "LOST-SPOOL")
+def test_crash_after_failed_close_then_newer_write_on_the_core(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """Sequence A without a kernel: B's close fails, the daemon dies, recovery fails too,
+    C is written: only C is stored, before and after the next start."""
+    spool = tmp_path / "spool"
+
+    async def fail_b(c: Core) -> None:
+        await c.write("f", b"A")
+        proxy.fault = lambda r: "flip" if r.method == "PUT" else None
+        with pytest.raises(StoreError):
+            await c.write("f", b"B" * 100)
+
+    async def write_c(c: Core) -> None:
+        assert await c.read("f") == b"B" * 100  # adopted: the spooled bytes are shown
+        proxy.fault = None
+        await c.write("f", b"C" * 10)
+
+    try:
+        run_core(bucket, proxy.url, spool, fail_b, unmount=False)
+        run_core(bucket, proxy.url, spool, write_c)  # its recovery of B fails: still flipped
+    finally:
+        proxy.fault = None
+    assert objects(s3, bucket) == {"f": b"C" * 10}
+    run_core(bucket, proxy.url, spool, lambda c: c.listdir(""))
+    assert objects(s3, bucket) == {"f": b"C" * 10}
+
+
+@pytest.mark.semantics("NAME-RENAME", "HDR-INTEROP")
+def test_directories_and_foreign_objects_on_the_core(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    s3.put_object(Bucket=bucket, Key="foreign/x.bin", Body=b"x" * 7)
+    s3.put_object(Bucket=bucket, Key="foreign/deep/y.bin", Body=b"y")
+
+    async def body(c: Core) -> None:
+        assert await c.listdir("") == ["foreign"]
+        assert await c.listdir("foreign") == ["deep", "x.bin"]
+        st = await c.stat("foreign/x.bin")
+        assert st.st_size == 7 and st.st_mode & 0o777 == 0o644  # a foreign object: defaults
+        await c.mkdir("d")
+        await c.write("d/a", b"a")
+        await c.write("d/b", b"b")
+        await c.rename("d", "e")
+        assert await c.listdir("e") == ["a", "b"]
+        with pytest.raises(FsError) as e:
+            await c.fs.rmdir(await c.ino(""), b"e", CTX)
+        assert e.value.errno == errno.ENOTEMPTY
+
+    for attrs in ("auto", "exact"):
+        for k in [k for k in objects(s3, bucket) if not k.startswith("foreign/")]:
+            s3.delete_object(Bucket=bucket, Key=k)
+        run_core(bucket, proxy.url, tmp_path / f"spool-{attrs}", body, f"attrs={attrs}")
+        have = objects(s3, bucket)
+        moved = {k: v for k, v in have.items() if k.startswith("e/")}
+        assert moved == {"e/": b"", "e/a": b"a", "e/b": b"b"}  # the marker moved too
+        assert not [k for k in have if k.startswith("d/")]
