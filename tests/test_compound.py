@@ -235,13 +235,22 @@ def test_create_sent_twice_leaves_no_stray_upload(mount_factory: Any, backend: B
     """The answer to CreateMultipartUpload is lost (the server made the upload); botocore
     sends it again: the first upload must not be left open, costing storage forever."""
     bucket = backend.bucket()
+    multipart_through_one_fault(mount_factory, backend, bucket, 7 * MiB,
+                                lambda r: r.path.endswith("?uploads"), "drop-response")  # fmt: skip
+
+
+def multipart_through_one_fault(
+    mount_factory: Any, backend: Backend, bucket: str, size: int,
+    where: Callable[[Any], bool], action: Any,
+) -> None:  # fmt: skip
+    """A multipart upload whose first POST that `where` accepts meets `action`: the object
+    is stored whole and no upload is left open."""
     m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
-    lost: list[str] = []
-    backend.proxy.fault = first("POST", lambda r: r.path.endswith("?uploads"), "drop-response",
-                                lost)  # fmt: skip
-    data = os.urandom(7 * MiB)
+    hit: list[str] = []
+    backend.proxy.fault = first("POST", where, action, hit)
+    data = os.urandom(size)
     (m / "big").write_bytes(data)
-    assert lost
+    assert hit, "the fault was not met"
     assert body(backend, bucket, "big") == data
     assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
@@ -252,15 +261,9 @@ def test_complete_answered_200_with_an_error_is_retried(
 ) -> None:
     """S3 may answer CompleteMultipartUpload with 200 and an error in the body."""
     bucket = backend.bucket()
-    m = mount(mount_factory, backend, bucket, *SMALL_MULTIPART)
-    hit: list[str] = []
-    backend.proxy.fault = first("POST", lambda r: "uploadId=" in r.path, (200, "InternalError"),
-                                hit)  # fmt: skip
-    data = os.urandom(11 * MiB)
-    (m / "big").write_bytes(data)
-    assert hit
-    assert body(backend, bucket, "big") == data
-    assert backend.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    answer = (200, "InternalError")
+    multipart_through_one_fault(mount_factory, backend, bucket, 11 * MiB,
+                                lambda r: "uploadId=" in r.path, answer)  # fmt: skip
 
 
 @pytest.mark.semantics("INTEG-EDGES")
