@@ -39,6 +39,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from s3fuse.model import blocksums
+from s3fuse.model.meta import META_BLOCKS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import MotoServer
 
@@ -518,8 +521,14 @@ class Bench:
         return Result(size / MiB / elapsed, reqs, ok, note)
 
     def _seed_large(self, bucket: str) -> str:
+        """The large object as s3fuse would have stored it: with its block checksums, so
+        that s3fuse's cold read is the verified one its users get for their own files
+        (the peers ignore the extra metadata)."""
         body = payload(9, MiB) * (self.sizes.large // MiB)
-        self.server.s3.put_object(Bucket=bucket, Key="large.bin", Body=body)
+        sums = blocksums.ChunkSums()
+        sums.update(body)
+        md = {META_BLOCKS: blocksums.encode(len(body), sums.finish())}
+        self.server.s3.put_object(Bucket=bucket, Key="large.bin", Body=body, Metadata=md)
         return hashlib.md5(body).hexdigest()
 
     def cold_read_fs(self, t: Target) -> Result:
