@@ -73,6 +73,7 @@ class Stream:
     async def _pump(self) -> None:
         arrived = self.filled
         unchecked: list[bytes] = []  # of the block under way (with sums)
+        summed = blocksums.ChunkSums()  # its sums, kept as the pieces arrive
         try:
             body = await self.store.open_stream(self.key, self.filled, self.end)
             try:
@@ -86,13 +87,13 @@ class Stream:
                         raise StoreError("IncompleteBody", "the GET ended early", key=self.key)
                     arrived += len(data)
                     unchecked.append(data)
-                    if (
-                        self.sums is not None
-                        and arrived % self.sums.block_size
-                        and (arrived < self.end)
-                    ):
-                        continue  # the block is not complete yet
-                    await self._show(unchecked)
+                    if self.sums is not None:
+                        summed.update(data)  # ~0.25 ms a piece: no thread hop, no copy
+                        if arrived % self.sums.block_size and arrived < self.end:
+                            continue  # the block is not complete yet
+                        self._check(summed.finish())
+                        summed = blocksums.ChunkSums()
+                    self._show(unchecked)
                     unchecked = []
             finally:
                 Store.close_stream(body)
@@ -100,19 +101,20 @@ class Stream:
             self.error = e
             self._notify()
 
-    async def _show(self, pieces: list[bytes]) -> None:
-        """Make the pieces (a whole checked block, with sums) readable."""
-        if self.sums is not None:
-            data = b"".join(pieces)
-            bad = await trio.to_thread.run_sync(self.sums.check, self.filled, data)
-            if bad is not None:
-                self.store.stats.corrupted()
-                log.warning("read-ahead of %r: bytes at %d do not match their block checksum "
-                            "(corrupted in transit?); they are fetched again",
-                            self.key, bad)  # fmt: skip
-                raise StoreError("ChecksumMismatch", f"bytes at {self.filled} of a GET do "
-                                 "not match their block checksum", key=self.key)  # fmt: skip
-            pieces = [data]
+    def _check(self, chunk_sums: list[int]) -> None:
+        """The block that starts at self.filled has arrived whole: it must match."""
+        assert self.sums is not None
+        if self.sums.matches(self.filled, chunk_sums):
+            return
+        self.store.stats.corrupted()
+        log.warning("read-ahead of %r: bytes at %d do not match their block checksum "
+                    "(corrupted in transit?); they are fetched again",
+                    self.key, self.filled)  # fmt: skip
+        raise StoreError("ChecksumMismatch", f"bytes at {self.filled} of a GET do not match "
+                         "their block checksum", key=self.key)  # fmt: skip
+
+    def _show(self, pieces: list[bytes]) -> None:
+        """Make the pieces readable (with sums: a whole block that matched)."""
         for data in pieces:
             self.offsets.append(self.filled)
             self.pieces.append(data)

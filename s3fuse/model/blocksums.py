@@ -103,6 +103,11 @@ class BlockSums:
         e = min(self.size, -(-end // self.block_size) * self.block_size)
         return s, e
 
+    def matches(self, start: int, chunk_sums: list[int]) -> bool:
+        """Whether the block at `start` (a block boundary) has these CHUNK sums."""
+        index = start // self.block_size
+        return index < len(self.sums) and _combine(chunk_sums) == self.sums[index]
+
     def check(self, start: int, data: bytes | memoryview) -> int | None:
         """None if data (beginning at the block boundary start, whole blocks, the last
         one possibly short at the object's end) matches its sums, else the offset of
