@@ -8,7 +8,6 @@ or pyfuse3.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import logging
 import stat
@@ -51,7 +50,6 @@ from s3fuse.spool.spool import Spool
 log = logging.getLogger(__name__)
 
 
-EMPTY_MD5 = hashlib.md5(b"").digest()
 BLKSIZE = 1 << 20
 
 

@@ -115,11 +115,10 @@ class BlockSums:
         view = memoryview(data)
         pos = 0
         while pos < len(view):
-            index = (start + pos) // self.block_size
             block = view[pos : pos + self.block_size]
             sums = ChunkSums()
             sums.update(block)
-            if index >= len(self.sums) or _combine(sums.finish()) != self.sums[index]:
+            if not self.matches(start + pos, sums.finish()):
                 return start + pos
             pos += len(block)
         return None
