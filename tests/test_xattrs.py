@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 import pytest
 
-from s3fuse.model import xattrs
 from tests.conftest import Mount
 from tests.servers import RecordingProxy
 
@@ -434,12 +433,3 @@ def test_cp_a_and_getfattr_dump(mnt: Mount, tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert 'user.s3.storage_class="STANDARD_IA"' in out
-
-
-def test_pure_validation() -> None:
-    assert xattrs.validate("storage_class", b"standard_ia") == "STANDARD_IA"
-    assert xattrs.validate("sse_bucket_key", b"TRUE") == "true"
-    assert xattrs.validate("tagging", b"a=1&b=x y") == "a=1&b=x%20y"
-    assert xattrs.to_params({"sse_bucket_key": "true"}) == {"BucketKeyEnabled": True}
-    p = xattrs.to_params({"acl": "private", "grant_read": 'id="x"'})
-    assert "ACL" not in p and p["GrantRead"] == 'id="x"'

@@ -14,22 +14,12 @@ from typing import Any
 import trio
 
 from s3fuse.errors import StoreError
-from s3fuse.model import xattrs
+from s3fuse.model import requests, xattrs
 from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 
 COPY_CONCURRENCY = 8
-
-
-def copy_params(
-    values: dict[str, str], metadata: dict[str, str], content_type: str
-) -> dict[str, Any]:
-    params = xattrs.to_params({k: v for k, v in values.items() if k != "tagging"})
-    params["Metadata"] = metadata
-    if content_type:
-        params.setdefault("ContentType", content_type)
-    return params
 
 
 async def copy_preserving(store: Store, src: str, dst: str) -> bool:
@@ -39,7 +29,8 @@ async def copy_preserving(store: Store, src: str, dst: str) -> bool:
         return False
     values = xattrs.from_head(info.extra)
     values.update(xattrs.grants_from_acl(await store.get_acl(src)))
-    await store.copy(src, dst, copy_params(values, info.metadata, info.content_type))
+    params = requests.copy(values, info.metadata, info.content_type, sse_c=store.sse_c)
+    await store.copy(src, dst, params)
     return True
 
 

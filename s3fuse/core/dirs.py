@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from s3fuse.core.cache import Child, DirListing
 from s3fuse.core.nodes import DirHandle, Node
 from s3fuse.core.types import ROOT_INODE, Caller, Entry, Reply, refuse
-from s3fuse.model import meta, xattrs
+from s3fuse.model import meta, requests
 from s3fuse.model.keys import basename, join, parent_of
 from s3fuse.model.meta import Attrs
 
@@ -89,9 +89,7 @@ class Dirs:
         return None
 
     async def put_marker(self, path: str, node: Node) -> str:
-        headers = xattrs.to_params(self.fs._mount_sse())
-        headers["Metadata"] = self.fs._metadata(node)
-        headers["ContentType"] = meta.DIR_CONTENT_TYPE
+        headers = requests.marker_put(self.fs.cfg.mount_defaults, self.fs._metadata(node))
         res = await self.fs.store.put(
             self.fs.keys.marker_key(path), b"", md5=EMPTY_MD5, size=0, headers=headers
         )

@@ -16,7 +16,7 @@ from s3fuse.core.cache import Child
 from s3fuse.core.nodes import Handle, Node
 from s3fuse.core.types import Caller, Entry, Opened, refuse
 from s3fuse.errors import FsError
-from s3fuse.model import meta, xattrs
+from s3fuse.model import meta, requests
 from s3fuse.model.keys import basename
 from s3fuse.model.meta import Attrs
 from s3fuse.spool.entry import CLEAN
@@ -143,9 +143,7 @@ class Files:
         key = self.fs.keys.file_key(path)
         attrs = Attrs(stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, meta.now_ns(), len(target))
         node = Node(0, path, attrs)
-        params = xattrs.to_params(await self.fs._inherited(path))
-        params["Metadata"] = self.fs._metadata(node)
-        params["ContentType"] = meta.DEFAULT_CONTENT_TYPE
+        params = requests.symlink_put(await self.fs._inherited(path), self.fs._metadata(node))
         res = await self.fs.store.put(
             key, target, md5=hashlib.md5(target).digest(), size=len(target), headers=params
         )

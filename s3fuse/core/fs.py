@@ -38,7 +38,7 @@ from s3fuse.core.types import (
 )
 from s3fuse.core.writes import Writes
 from s3fuse.core.xattr_ops import XattrOps
-from s3fuse.model import meta, xattrs
+from s3fuse.model import etag, meta, xattrs
 from s3fuse.model.keys import KeyMap, decode_name, join, parent_of
 from s3fuse.model.meta import Attrs
 from s3fuse.s3.client import Store
@@ -190,8 +190,8 @@ class S3Fs:
         node.acl_loaded = node.tags_loaded = node.is_dir
         node.version_id = info.version_id
         node.last_modified_ns = info.last_modified_ns
-        kms = node.hdrs.get("sse", "").startswith("aws:kms")
-        node.md5 = info.etag if "-" not in info.etag and not kms and not self.cfg.sse_c else None
+        sums = etag.sums_bytes(node.hdrs.get("sse", ""), sse_c=self.cfg.sse_c)
+        node.md5 = info.etag if sums and "-" not in info.etag else None
 
     def _detach(self, node: Node) -> None:
         """Remove a node's name (unlink/rmdir/rename away); the inode may live on."""
@@ -317,9 +317,6 @@ class S3Fs:
         return await self.dirs.rmdir(parent_inode, name, ctx)
 
     # ================================================================ handlers: files
-    def _mount_sse(self) -> dict[str, str]:
-        return self.writes.mount_sse()
-
     async def _inherited(self, path: str) -> dict[str, str]:
         return await self.writes.inherited(path)
 

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from s3fuse.core import bulk
 from s3fuse.core.types import AttrChanges, Caller, Entry, NewAttrs, refuse
 from s3fuse.errors import StoreError
-from s3fuse.model import meta, xattrs
+from s3fuse.model import meta, requests, xattrs
 from s3fuse.model.keys import basename
 
 if TYPE_CHECKING:
@@ -98,23 +97,19 @@ class Headers:
         """One CopyObject that re-sends every header the object has: storage class, SSE,
         ACL grants (S3 does not copy ACLs), content headers, metadata, lock settings.
         Tags are copied by S3 unless they are what changed."""
-        params = await self.copy_params(node)
-        if tagging_changed:
-            params["TaggingDirective"] = "REPLACE"
-            params["Tagging"] = node.hdrs.get("tagging", "")
+        tagging = node.hdrs.get("tagging", "") if tagging_changed else None
+        params = await self.copy_params(node, tagging=tagging)
         res = await self.fs.store.copy_in_place(self.fs.keys.file_key(node.path), params)
         node.etag = res.etag or node.etag
         node.version_id = res.version_id or node.version_id
 
-    async def copy_params(self, node: Node) -> dict[str, Any]:
+    async def copy_params(self, node: Node, *, tagging: str | None = None) -> dict[str, Any]:
         """The headers a CopyObject of node's object must re-send (S3 copies tags only)."""
         await self.load_acl_tags(node, tags=False)
-        values = {
-            k: v for k, v in node.hdrs.items() if not (self.fs.cfg.sse_c and k.startswith("sse"))
-        }
         # the same bytes: their block checksums and part size stay true
         md = {**self.metadata(node), **node.integrity}
-        return bulk.copy_params(values, md, meta.content_type_for(basename(node.path)))
+        return requests.copy(node.hdrs, md, meta.content_type_for(basename(node.path)),
+                             sse_c=self.fs.cfg.sse_c, tagging=tagging)  # fmt: skip
 
     async def setattr(
         self,

@@ -137,7 +137,7 @@ class Reads:
     def checkable_etag(self, node: Node) -> str | None:
         """The object's ETag when it sums its bytes (an MD5, or a multipart ETag), which
         it does not under SSE-KMS or SSE-C."""
-        if self.fs.cfg.sse_c or node.hdrs.get("sse", "").startswith("aws:kms"):
+        if not etag_sums.sums_bytes(node.hdrs.get("sse", ""), sse_c=self.fs.cfg.sse_c):
             return None
         if etag_sums.is_md5(node.etag) or etag_sums.part_count(node.etag) is not None:
             return node.etag

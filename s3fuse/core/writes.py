@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from s3fuse.core.cache import Child
 from s3fuse.core.types import refuse
 from s3fuse.errors import CONFLICT, FsError, StoreError
-from s3fuse.model import meta, xattrs
+from s3fuse.model import meta, requests
 from s3fuse.model.keys import basename, parent_of
 from s3fuse.s3.types import PutResult
 from s3fuse.spool.entry import CLEAN, CLOSING, SpoolEntry
@@ -30,35 +30,27 @@ class Writes:
     def __init__(self, fs: S3Fs) -> None:
         self.fs = fs
 
-    def mount_sse(self) -> dict[str, str]:
-        """Encryption chosen by mount options: applies to directory markers too."""
-        return {k: v for k, v in self.fs.cfg.mount_defaults.items() if k.startswith("sse")}
-
-    async def inherited(self, path: str) -> dict[str, str]:
-        """Header defaults for a file at path: mount options, then each ancestor
-        directory's xattrs, the nearest last (so it wins)."""
-        values = dict(self.fs.cfg.mount_defaults)
+    async def levels(self, path: str) -> list[dict[str, str]]:
+        """Where the header defaults of a file at path come from, least specific first:
+        mount options, then each ancestor directory's xattrs (requests.merged)."""
+        out = [self.fs.cfg.mount_defaults]
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):
-            anc = "/".join(parts[:i])
             try:
-                node = await self.fs._resolve(anc)
+                out.append((await self.fs._resolve("/".join(parts[:i]))).hdrs)
             except FsError:
                 continue  # an implicit directory that vanished: no defaults
-            values.update(node.hdrs)
-        return values
+        return out
+
+    async def inherited(self, path: str) -> dict[str, str]:
+        return requests.merged(await self.levels(path))
 
     async def upload_values(self, node: Node) -> dict[str, str]:
         """Every header xattr of the PutObject for node: inherited defaults < the object's
         own (as stored, or set here). ACL and tags of an overwritten object are kept."""
         await self.fs._load_acl_tags(node)
-        values = await self.inherited(node.path)
-        if "acl" in node.hdrs or any(g in node.hdrs for g in xattrs.GRANTS):
-            for k in ("acl", *xattrs.GRANTS):
-                values.pop(k, None)
-        values.update(node.hdrs)
-        values.setdefault("content_type", meta.content_type_for(basename(node.path)))
-        return values
+        return requests.file_values([*await self.levels(node.path), node.hdrs],
+                                    basename(node.path))  # fmt: skip
 
     async def spool_entry(self, node: Node, *, keep_content: bool) -> SpoolEntry:
         """The node's spool entry, created on first need. With keep_content the stored
@@ -100,9 +92,7 @@ class Writes:
                           "failed (spool full), its content would be incomplete")  # fmt: skip
         entry.key = self.fs.keys.file_key(node.path)
         values = await self.upload_values(node)
-        params = xattrs.to_params(values)
-        params["Metadata"] = self.fs._metadata(node)
-        res = await self.commit(node, entry, params)
+        res = await self.commit(node, entry, requests.file_put(values, self.fs._metadata(node)))
         if res is None:
             return
         node.hdrs = values  # what S3 now holds
@@ -132,17 +122,17 @@ class Writes:
         if not self.fs.cfg.conflict_detect:
             return await self.fs.spool.commit(entry, params)
         base = entry.base_etag
-        conditions = {"IfNoneMatch": "*"} if base is None else {"IfMatch": f'"{base}"'}
+        conditions = requests.conditions(base)
         try:
             return await self.fs.spool.commit(entry, params, conditions)
         except StoreError as e:
             if e.code not in CONFLICT:
                 raise
             current = await self.fs.store.head(entry.key)
-            if base is not None and current is not None and current.etag == base:
-                # Ceph RGW compares If-Match with the unquoted ETag (AWS takes both)
+            unquoted = requests.unquoted(conditions)
+            if unquoted and current is not None and current.etag == base:
                 try:
-                    return await self.fs.spool.commit(entry, params, {"IfMatch": base})
+                    return await self.fs.spool.commit(entry, params, unquoted)
                 except StoreError as again:
                     if again.code not in CONFLICT:
                         raise
@@ -195,7 +185,7 @@ class Writes:
                 defaults=self.fs.cfg.defaults,
             )  # fmt: skip
             node = self.fs._install(path, attrs, stored=stored, etag=etag, full=True)
-            node.hdrs = xattrs.from_params(k.headers)
+            node.hdrs = requests.values_of(k.headers)
             node.umeta = {k2: v for k2, v in md.items() if k2.lower() not in meta.OWN_META}
             node.entry = k.entry
 

@@ -2,7 +2,7 @@
 
 Pure logic (hashlib only). A plain PutObject's ETag is the body's MD5; a multipart
 upload's is ``md5(md5(part 1) + ... + md5(part N))-N``. Neither holds under SSE-KMS or
-SSE-C (the ETag is then opaque), which callers decide: this module only does the sums.
+SSE-C (the ETag is then opaque: sums_bytes).
 """
 
 from __future__ import annotations
@@ -10,6 +10,12 @@ from __future__ import annotations
 import hashlib
 
 _HEX = frozenset("0123456789abcdef")
+
+
+def sums_bytes(sse: str, *, sse_c: bool) -> bool:
+    """Whether S3 computes an object's ETag from its bytes: not under SSE-KMS (DSSE
+    included) or SSE-C, where the ETag is opaque. ``sse``: its x-amz-server-side-encryption."""
+    return not sse_c and not sse.startswith("aws:kms")
 
 
 def is_md5(etag: str) -> bool:

@@ -215,44 +215,6 @@ def check_meta_size(meta: dict[str, str]) -> None:
 
 
 # ------------------------------------------------------------------ conversion
-def to_params(values: dict[str, str]) -> dict[str, Any]:
-    """Header xattr values -> boto3 PutObject/CopyObject keyword arguments."""
-    out: dict[str, Any] = {}
-    for short, value in values.items():
-        h = HEADERS[short]
-        if h.kind == "bool":
-            out[h.param] = value == "true"
-        elif h.kind == "date":
-            out[h.param] = parse_date(short, value)
-        else:
-            out[h.param] = value
-    until = out.get("ObjectLockRetainUntilDate")
-    if until is not None and until <= datetime.now(UTC):
-        # an expired retention cannot be re-sent (S3 wants a future date); it ended anyway
-        out.pop("ObjectLockRetainUntilDate")
-        out.pop("ObjectLockMode", None)
-    if "ACL" in out and any(p.startswith("Grant") for p in out):
-        out.pop("ACL")  # S3 refuses both; explicit grants are the more specific wish
-    return out
-
-
-def from_params(params: dict[str, Any]) -> dict[str, str]:
-    """PutObject keyword arguments (as journaled: dates as ISO-8601 text) -> header xattr
-    values: the inverse of to_params."""
-    out: dict[str, str] = {}
-    for h in HEADERS.values():
-        v = params.get(h.param)
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            out[h.name] = "true" if v else "false"
-        elif isinstance(v, datetime):
-            out[h.name] = v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        else:
-            out[h.name] = str(v)
-    return out
-
-
 def from_head(fields: dict[str, Any]) -> dict[str, str]:
     """What a HeadObject answer says about the header xattrs."""
     out: dict[str, str] = {}

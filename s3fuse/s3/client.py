@@ -8,7 +8,6 @@ Failures leave this module as ``StoreError`` only.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import logging
@@ -25,6 +24,8 @@ import trio
 from botocore.config import Config
 
 from s3fuse.errors import NO_UPLOAD, NOT_FOUND, StoreError
+from s3fuse.model import etag as etag_sums
+from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3 import multipart
@@ -113,14 +114,9 @@ class Store:
         self._client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
         # SSE-C: every request that touches object data carries the customer key;
         # botocore adds its MD5 and base64-encodes it.
-        self._ssec: dict[str, Any] = {}
-        self._ssec_copy: dict[str, Any] = {}
-        if cfg.sse_c_key:
-            self._ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": cfg.sse_c_key}
-            self._ssec_copy = {
-                "CopySourceSSECustomerAlgorithm": "AES256",
-                "CopySourceSSECustomerKey": cfg.sse_c_key,
-            }
+        self._ssec = requests.sse_c(cfg.sse_c_key)
+        self._ssec_copy = requests.sse_c_copy_source(cfg.sse_c_key)
+        self.sse_c = bool(cfg.sse_c_key)
         self.upload_limiter = trio.CapacityLimiter(cfg.upload_threads)
         self.meta_limiter = trio.CapacityLimiter(cfg.meta_threads)
 
@@ -352,7 +348,7 @@ class Store:
         verify_etag: bool = True,
     ) -> PutResult:
         """One PutObject with Content-MD5; the returned ETag is checked against md5."""
-        content_md5 = base64.b64encode(md5).decode("ascii")
+        content_md5 = requests.content_md5(md5)
 
         def do() -> PutResult:
             if not isinstance(body, bytes):
@@ -381,8 +377,7 @@ class Store:
         return await self._run(self.upload_limiter, "PutObject", key, do)
 
     def _md5_etag_expected(self, r: dict[str, Any]) -> bool:
-        sse = str(r.get("ServerSideEncryption", ""))
-        return not sse.startswith("aws:kms") and not self._ssec
+        return etag_sums.sums_bytes(str(r.get("ServerSideEncryption", "")), sse_c=self.sse_c)
 
     async def put_multipart(
         self, key: str, path: str, *, size: int, part_size: int, headers: dict[str, Any],

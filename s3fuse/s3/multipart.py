@@ -5,7 +5,6 @@ that botocore sent twice is sorted out (stray uploads aborted, a lost answer con
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import logging
@@ -19,6 +18,7 @@ import trio
 
 from s3fuse.errors import COMPLETE_GARBLED, CORRUPTED, StoreError
 from s3fuse.model import etag as etag_sums
+from s3fuse.model import requests
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3.types import PutResult, strip_etag
 
@@ -102,11 +102,11 @@ async def put_multipart(
 
     def create() -> str:
         # the part size, so that a reader can check the multipart ETag
-        md = {**headers.get("Metadata", {}), META_PART_SIZE: str(part_size)}
         started = datetime.now(UTC)
         r = store._client.create_multipart_upload(
-            Bucket=store.bucket, Key=key, **{**headers, "Metadata": md}, **store._ssec
-        )
+            Bucket=store.bucket, Key=key, **requests.multipart_create(headers, part_size),
+            **store._ssec,
+        )  # fmt: skip
         if r.get("ResponseMetadata", {}).get("RetryAttempts"):
             retried.append(started)
         return str(r["UploadId"])
@@ -138,7 +138,7 @@ async def put_multipart(
                     r = store._client.upload_part(
                         Bucket=store.bucket, Key=key, UploadId=upload_id, PartNumber=num,
                         Body=body, ContentLength=length,
-                        ContentMD5=base64.b64encode(md5).decode("ascii"), **store._ssec,
+                        ContentMD5=requests.content_md5(md5), **store._ssec,
                     )  # fmt: skip
                 except botocore.exceptions.ClientError as e:
                     code = str(e.response.get("Error", {}).get("Code", ""))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from s3fuse.errors import CONFLICT, UNREACHABLE, StoreError
+from s3fuse.model import requests
 from s3fuse.spool.entry import CLOSING, OPEN, SpoolEntry
 from s3fuse.spool.upload import send
 
@@ -159,8 +160,7 @@ async def recover_closed(
         return code
     entry = SpoolEntry(spool, entry_id, key, fd, size=size, dirty_gen=1, state=CLOSING,
                        _hashed=-1, _journaled=True)  # fmt: skip
-    if conditions and "IfMatch" in conditions:
-        entry.base_etag = conditions["IfMatch"].strip('"')
+    entry.base_etag = requests.base_of(conditions)
     out.kept.append(Kept(entry, headers))
     if unreachable is None:
         log.error("recovery: upload of %r failed (%s); kept in %s, shown by the mount "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from s3fuse.errors import CONFLICT, CORRUPTION, TRANSIENT, StoreError
-from s3fuse.model import blocksums
+from s3fuse.model import blocksums, requests
 from s3fuse.model.meta import META_BLOCKS
 from s3fuse.model.xattrs import META_LIMIT, meta_size
 from s3fuse.s3.types import PutResult
@@ -55,8 +55,7 @@ async def send(
     delay = 0.5
     sums = await block_sums(key, path, size, headers)
     if sums is not None:
-        md = headers.get("Metadata") or {}
-        headers = {**headers, "Metadata": {**md, META_BLOCKS: sums}}
+        headers = requests.with_metadata(headers, {META_BLOCKS: sums})
     while True:
         try:
             res = await send_once(spool, key, path, size, headers, conditions, md5, progress, data)
@@ -88,7 +87,7 @@ async def block_sums(key: str, path: str, size: int, headers: dict[str, Any]) ->
         return None
     chunk_sums = await trio.to_thread.run_sync(chunk_sums_of_file, path)
     value = blocksums.encode(size, chunk_sums)
-    md = {**(headers.get("Metadata") or {}), META_BLOCKS: value}
+    md = requests.with_metadata(headers, {META_BLOCKS: value})["Metadata"]
     if meta_size(md) > META_LIMIT:
         log.warning("%r: no room for block checksums beside its metadata; its ranged "
                     "reads will not be verified", key)  # fmt: skip
