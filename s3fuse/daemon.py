@@ -30,6 +30,7 @@ from s3fuse.s3.client import Store
 from s3fuse.s3.types import StoreConfig
 from s3fuse.spool.entry import SpoolError
 from s3fuse.spool.spool import Spool
+from s3fuse.tasks import Background
 
 log = logging.getLogger("s3fuse")
 
@@ -158,6 +159,8 @@ class Daemon:
     def __init__(self, cfg: MountConfig) -> None:
         self.cfg = cfg
         self.store = Store(store_config(cfg))
+        # read-ahead, hashing of large writes, bulk HEADs: run while the mount serves
+        self.tasks = Background()
         self.spool = Spool(
             cfg.spool_path(),
             self.store,
@@ -165,6 +168,14 @@ class Daemon:
             part_size=cfg.part_size,
             part_concurrency=max(1, min(cfg.upload_threads, 4)),
             retry_window=cfg.retry_window,
+            tasks=self.tasks,
+        )
+        # HEAD answers kept across mounts (attrs=auto; -o meta_cache=0 turns it off);
+        # opened with the spool, before anything runs
+        self.meta_cache = (
+            MetaCache(os.path.join(self.spool.dir, "meta.db"))
+            if cfg.attrs == "auto" and cfg.meta_cache
+            else None
         )
         umask = int(cfg.umask, 8) if cfg.umask is not None else None
         defaults = Defaults(
@@ -187,6 +198,8 @@ class Daemon:
                 kernel_ttl=cfg.kernel_ttl,
                 read_only=cfg.read_only,
             ),
+            tasks=self.tasks,
+            meta_cache=self.meta_cache,
         )
         self.started = time.time()
         # resolved now, before the mount exists (see runtime.write_state)
@@ -194,13 +207,17 @@ class Daemon:
         self._mount_path = os.path.realpath(cfg.mountpoint)
         self._unmounting = False
 
-    def open_meta_cache(self) -> None:
-        """HEAD answers kept across mounts (attrs=auto; -o meta_cache=0 turns it off)."""
-        if self.cfg.attrs != "auto" or not self.cfg.meta_cache:
-            return
-        cache = MetaCache(os.path.join(self.spool.dir, "meta.db"))
-        cache.open()
-        self.fs.meta_cache = cache if cache.enabled else None
+    def open(self) -> None:
+        """Take the spool directory (SpoolError when another daemon holds it) and open
+        the metadata cache (one that cannot open is off, not an error)."""
+        self.spool.open()
+        if self.meta_cache is not None:
+            self.meta_cache.open()
+
+    def close(self) -> None:
+        if self.meta_cache is not None:
+            self.meta_cache.close()
+        self.spool.close()
 
     def fuse_options(self) -> set[str]:
         opts = set(pyfuse3.default_options)
@@ -223,9 +240,7 @@ class Daemon:
         pyfuse3.init(FuseOps(self.fs), self.cfg.mountpoint, self.fuse_options())
         unmounted_cleanly = False
         try:
-            async with trio.open_nursery() as nursery:
-                self.fs.nursery = nursery  # read-ahead runs here
-                self.spool.nursery = nursery  # and the hashing of large writes
+            async with self.tasks.serving() as nursery:
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._announce, ready)
                 nursery.start_soon(self._retry_failed_uploads)
@@ -339,8 +354,7 @@ def run_foreground(cfg: MountConfig) -> int:
         check_bucket(cfg)
         daemon = Daemon(cfg)
         try:
-            daemon.spool.open()
-            daemon.open_meta_cache()
+            daemon.open()
         except SpoolError as e:
             raise StartError("VALIDATION_ERROR", str(e)) from None
         except OSError as e:
@@ -362,9 +376,7 @@ def run_foreground(cfg: MountConfig) -> int:
         report(f"ERROR MOUNT_FAILED {msg}")
         return 1
     finally:
-        if daemon.fs.meta_cache is not None:
-            daemon.fs.meta_cache.close()
-        daemon.spool.close()
+        daemon.close()
     report("ERROR MOUNT_FAILED the daemon stopped before the mount was ready")
     return 0
 

@@ -128,15 +128,12 @@ def run_core(
     apply_options(cfg, list(options))
     cfg.validate()
     daemon = Daemon(cfg)
-    daemon.spool.open()
-    daemon.open_meta_cache()
+    daemon.open()
 
     async def main() -> Any:
         rec = await daemon.spool.recover()
         await daemon.fs.adopt(rec.kept)
-        async with trio.open_nursery() as nursery:
-            daemon.fs.nursery = nursery
-            daemon.spool.nursery = nursery
+        async with daemon.tasks.serving() as nursery:
             try:
                 return await body(Core(daemon))
             finally:
@@ -148,6 +145,4 @@ def run_core(
     try:
         return trio.run(main)
     finally:
-        if daemon.fs.meta_cache is not None:
-            daemon.fs.meta_cache.close()
-        daemon.spool.close()
+        daemon.close()

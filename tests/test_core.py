@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -312,3 +313,41 @@ def test_directories_and_foreign_objects_on_the_core(
         moved = {k: v for k, v in have.items() if k.startswith("e/")}
         assert moved == {"e/": b"", "e/a": b"a", "e/b": b"b"}  # the marker moved too
         assert not [k for k in have if k.startswith("d/")]
+
+
+def test_ls_l_fetches_the_siblings_metadata_in_the_background(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """After a readdir, the third lookup of a child starts one parallel round of HEADs for
+    every sibling (resolve.start_bulk): the rest of `ls -l` is answered without a request.
+    This ran only while the daemon's nursery was reachable; a refactor once lost it."""
+    names = [f"f{i:02d}" for i in range(12)]
+
+    async def write_all(c: Core) -> None:
+        await c.mkdir("d")
+        for n in names:
+            await c.write(f"d/{n}", n.encode())
+
+    run_core(bucket, proxy.url, tmp_path / "spool", write_all, "meta_cache=0")
+
+    def headed(n: str) -> bool:
+        return bool(proxy.requests("HEAD", f"/d/{n}"))
+
+    async def ls_l(c: Core) -> None:
+        proxy.clear()
+        assert await c.listdir("d") == names
+        sampled = [n for n in names if headed(n)]  # attrs=auto's sample of the directory
+        assert 0 < len(sampled) < len(names) // 2
+        for n in names[:6]:  # ls -l: a lookup per name, three of them not sampled
+            assert (await c.stat(f"d/{n}")).st_size == 2 + 1
+        rest = [n for n in names[6:] if n not in sampled]
+        assert rest
+        with trio.fail_after(30):  # nobody looked these up: the bulk fetch HEADs them
+            while not all(headed(n) for n in rest):
+                await trio.sleep(0.05)
+        proxy.clear()
+        for n in names[6:]:
+            assert (await c.stat(f"d/{n}")).st_size == 3
+        assert proxy.requests("HEAD") == [] and proxy.requests("GET") == []
+
+    run_core(bucket, proxy.url, tmp_path / "spool2", ls_l, "meta_cache=0")

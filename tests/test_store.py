@@ -18,6 +18,7 @@ from s3fuse.s3.client import Store
 from s3fuse.s3.types import StoreConfig
 from s3fuse.spool.entry import CLOSING, OPEN
 from s3fuse.spool.spool import Spool
+from s3fuse.tasks import Background
 from tests.servers import RecordingProxy, free_port
 
 
@@ -156,13 +157,13 @@ def test_spool_hashes_large_writes_in_the_background(
     window waits; the digest at close is the MD5 of the whole file; a cancelled hashing
     task makes the upload re-read the spool file instead of sending a wrong MD5."""
     store = make_store(proxy.url, bucket)
-    spool = Spool(str(tmp_path / "sp"), store)
+    tasks = Background()
+    spool = Spool(str(tmp_path / "sp"), store, tasks=tasks)
     spool.open()
     data = os.urandom(20 << 20)
 
     async def go() -> None:
-        async with trio.open_nursery() as nursery:
-            spool.nursery = nursery
+        async with tasks.serving():
             e = spool.new("big")
             for off in range(0, len(data), 1 << 20):
                 await e.write(off, data[off : off + (1 << 20)])
@@ -243,12 +244,13 @@ def test_read_ahead_serves_parallel_out_of_order_reads(
     proxy.clear()
 
     async def go() -> None:
-        async with trio.open_nursery() as nursery:
+        tasks = Background()
+        async with tasks.serving():
 
             async def fetch(start: int, end: int, whole: bool) -> bytes:
                 return await store.get_range("ra.bin", start, end)
 
-            reader = Reader(store, "ra.bin", len(data), fetch, nursery)
+            reader = Reader(store, "ra.bin", len(data), fetch, tasks)
             step = 1 << 20
             assert await reader.read(0, step) == data[:step]  # the first read starts a stream
             got: dict[int, bytes] = {}
@@ -264,7 +266,7 @@ def test_read_ahead_serves_parallel_out_of_order_reads(
             assert len(proxy.requests("GET", "/ra.bin")) <= 2, "served by one stream"
             # far out of order (more than the stream keeps): still the right bytes
             reader.close()
-            reader = Reader(store, "ra.bin", len(data), fetch, nursery)
+            reader = Reader(store, "ra.bin", len(data), fetch, tasks)
             await reader.read(0, step)
             async with trio.open_nursery() as reads:  # all waiting at once
                 for off in reversed(range(step, 24 * step, 3 * step)):

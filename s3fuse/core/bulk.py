@@ -9,13 +9,10 @@ copied by S3 itself.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import trio
-
-from s3fuse.errors import StoreError
 from s3fuse.model import requests, xattrs
 from s3fuse.s3.client import Store
+from s3fuse.s3.parallel import each
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +31,6 @@ async def copy_preserving(store: Store, src: str, dst: str) -> bool:
     return True
 
 
-async def _each(items: list[str], fn: Any) -> list[StoreError]:
-    """Run fn(item) for all items, COPY_CONCURRENCY at a time; collect failures."""
-    errors: list[StoreError] = []
-    limit = trio.Semaphore(COPY_CONCURRENCY)
-
-    async def one(item: str) -> None:
-        async with limit:
-            if errors:
-                return  # stop early after the first failure
-            try:
-                await fn(item)
-            except StoreError as e:
-                errors.append(e)
-
-    async with trio.open_nursery() as nursery:
-        for item in items:
-            nursery.start_soon(one, item)
-    return errors
-
-
 async def move_prefix(store: Store, old: str, new: str) -> int:
     """Move every key under prefix old to prefix new. All copies are made before any
     original is deleted: a failure while copying removes the copies made so far (every
@@ -68,16 +45,16 @@ async def move_prefix(store: Store, old: str, new: str) -> int:
         if await copy_preserving(store, key, dst):
             copied.append(dst)
 
-    errors = await _each(keys, copy)
+    errors = await each(keys, copy, at_once=COPY_CONCURRENCY)
     if errors:
         log.error(
             "rename of %r to %r failed while copying (%s); removing the %d copies made, "
             "every object stays under its old name",
             old, new, errors[0], len(copied),
         )  # fmt: skip
-        await _each(copied, store.delete)
+        await each(copied, store.delete, at_once=COPY_CONCURRENCY)
         raise errors[0]
-    errors = await _each(keys, store.delete)
+    errors = await each(keys, store.delete, at_once=COPY_CONCURRENCY)
     if errors:
         log.error(
             "rename of %r to %r: all objects were copied, but deleting the old keys failed "

@@ -13,7 +13,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from s3fuse.core.cache import Child
-from s3fuse.core.nodes import Handle, Node
+from s3fuse.core.nodes import Node
 from s3fuse.core.types import Caller, Entry, Opened, refuse
 from s3fuse.errors import FsError
 from s3fuse.model import meta, requests
@@ -31,26 +31,14 @@ class Files:
     def __init__(self, fs: S3Fs) -> None:
         self.fs = fs
 
-    def open_handle(self, node: Node, writable: bool) -> int:
-        fh = next(self.fs._fhs)
-        self.fs.handles[fh] = Handle(node, writable)
-        node.opens += 1
-        return fh
-
-    def handle(self, fh: int) -> Handle:
-        h = self.fs.handles.get(fh)
-        if h is None:
-            raise refuse(errno.EBADF)
-        return h
-
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Caller
     ) -> tuple[Opened, Entry]:
-        self.fs._writable()
-        parent = self.fs._node(parent_inode)
-        path = self.fs._child_path(parent, name)
+        self.fs.cfg.check_writable()
+        parent = self.fs.table.node(parent_inode)
+        path = self.fs.table.child_path(parent, name)
         key = self.fs.keys.file_key(path)
-        old = self.fs._known(path)
+        old = self.fs.table.known(path)
         if flags & os.O_EXCL and (
             (old is not None and old.entry is not None and not old.unlinked)
             or await self.fs.store.head(key) is not None
@@ -61,31 +49,31 @@ class Files:
         if old is not None:
             self.supersede(old)
         attrs = Attrs(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns())
-        node = self.fs._install(path, attrs, stored=False, etag="", full=True)
+        node = self.fs.table.install(path, attrs, stored=False, etag="", full=True)
         entry = self.fs.spool.new(key)
         entry.touch()  # an empty new file is still uploaded as an empty object
         node.entry = entry
         self.fs.cache.added(parent.path, basename(path), Child(False))
-        fh = self.open_handle(node, writable=True)
-        return Opened(fh=fh), self.fs._reply(node)
+        fh = self.fs.table.open_handle(node, writable=True)
+        return Opened(fh=fh), self.fs.table.reply(node)
 
     async def open(self, inode: int, flags: int, ctx: Caller) -> Opened:
-        node = self.fs._node(inode)
+        node = self.fs.table.node(inode)
         if node.is_dir:
             raise refuse(errno.EISDIR)
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
-            self.fs._writable()
+            self.fs.cfg.check_writable()
         if writable and flags & os.O_TRUNC:
-            entry = await self.fs._spool_entry(node, keep_content=False)
+            entry = await self.fs.writes.spool_entry(node, keep_content=False)
             async with entry.lock:
                 entry.truncate(0)
             node.attrs.size = 0
             node.attrs.mtime_ns = meta.now_ns()
-        return Opened(fh=self.open_handle(node, writable))
+        return Opened(fh=self.fs.table.open_handle(node, writable))
 
     async def release(self, fh: int) -> None:
-        h = self.fs.handles.pop(fh, None)
+        h = self.fs.table.handles.pop(fh, None)
         if h is None:
             return
         node = h.node
@@ -109,18 +97,18 @@ class Files:
                     node.path,
                     node.entry.data_path,
                 )
-        self.fs._maybe_drop(node)
+        self.fs.table.maybe_drop(node)
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: Caller) -> None:
-        self.fs._writable()
-        parent = self.fs._node(parent_inode)
-        path = self.fs._child_path(parent, name)
-        node = await self.fs._resolve(path)
+        self.fs.cfg.check_writable()
+        parent = self.fs.table.node(parent_inode)
+        path = self.fs.table.child_path(parent, name)
+        node = await self.fs.names.resolve(path)
         if node.is_dir:
             raise refuse(errno.EISDIR)
         if node.opens > 0 and not node.is_link:
             # POSIX: open descriptors keep the file's content after unlink
-            await self.fs._spool_entry(node, keep_content=True)
+            await self.fs.writes.spool_entry(node, keep_content=True)
         if node.stored:
             await self.fs.store.delete(self.fs.keys.file_key(path))
         self.supersede(node)
@@ -133,27 +121,29 @@ class Files:
         node.stored = False
         if node.entry is not None:
             node.entry.set_state(CLEAN)
-        self.fs._detach(node)
+        self.fs.table.detach(node)
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Caller) -> Entry:
         """Stored the s3fs-fuse way: the object's body is the target, its mode S_IFLNK."""
-        self.fs._writable()
-        parent = self.fs._node(parent_inode)
-        path = self.fs._child_path(parent, name)
+        self.fs.cfg.check_writable()
+        parent = self.fs.table.node(parent_inode)
+        path = self.fs.table.child_path(parent, name)
         key = self.fs.keys.file_key(path)
         attrs = Attrs(stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, meta.now_ns(), len(target))
         node = Node(0, path, attrs)
-        params = requests.symlink_put(await self.fs._inherited(path), self.fs._metadata(node))
+        params = requests.symlink_put(
+            await self.fs.writes.inherited(path), self.fs.headers.metadata(node)
+        )
         res = await self.fs.store.put(
             key, target, md5=hashlib.md5(target).digest(), size=len(target), headers=params
         )
-        node = self.fs._install(path, attrs, stored=True, etag=res.etag, full=True)
+        node = self.fs.table.install(path, attrs, stored=True, etag=res.etag, full=True)
         node.target = target
         self.fs.cache.added(parent.path, basename(path), Child(False, len(target), res.etag))
-        return self.fs._reply(node)
+        return self.fs.table.reply(node)
 
     async def readlink(self, inode: int, ctx: Caller) -> bytes:
-        node = self.fs._node(inode)
+        node = self.fs.table.node(inode)
         if not node.is_link:
             raise refuse(errno.EINVAL)
         if node.target is None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from s3fuse.core.types import AttrChanges, Caller, Entry, NewAttrs, refuse
-from s3fuse.errors import StoreError
 from s3fuse.model import meta, requests, xattrs
 from s3fuse.model.keys import basename
+from s3fuse.s3.parallel import each
 
 if TYPE_CHECKING:
     from s3fuse.core.fs import S3Fs
@@ -38,10 +35,10 @@ class Headers:
         if node.entry is not None and (node.entry.dirty or not node.stored):
             node.entry.touch()
             if node.opens == 0:
-                await self.fs._upload(node)
+                await self.fs.writes.upload(node)
             return
         if node.is_dir:
-            node.etag = await self.fs._put_marker(node.path, node)
+            node.etag = await self.fs.dirs.put_marker(node.path, node)
             node.stored = True
             return
         if node.stored:
@@ -68,21 +65,8 @@ class Headers:
 
         jobs = [j for j, want in ((load_acl, acl and not node.acl_loaded),
                                   (load_tags, tags and not node.tags_loaded)) if want]  # fmt: skip
-        if len(jobs) < 2:
-            for job in jobs:
-                await job()
-            return
-        errors: list[StoreError] = []
-
-        async def run(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-            try:
-                await job()
-            except StoreError as e:
-                errors.append(e)
-
-        async with trio.open_nursery() as nursery:  # both at once: one round trip
-            for job in jobs:
-                nursery.start_soon(run, job)
+        # both at once: one round trip
+        errors = await each(jobs, lambda job: job(), at_once=len(jobs))
         if errors:
             raise errors[0]
 
@@ -119,8 +103,8 @@ class Headers:
         fh: int | None,
         ctx: Caller,
     ) -> Entry:
-        self.fs._writable()
-        node = await self.fs._exact(self.fs._node(inode))
+        self.fs.cfg.check_writable()
+        node = await self.fs.names.exact(self.fs.table.node(inode))
         a = node.attrs
         changed_meta = False
         if fields.update_mode:
@@ -138,14 +122,14 @@ class Headers:
         if fields.update_size:
             if node.is_dir:
                 raise refuse(errno.EISDIR)
-            entry = await self.fs._spool_entry(node, keep_content=attr.st_size > 0)
+            entry = await self.fs.writes.spool_entry(node, keep_content=attr.st_size > 0)
             async with entry.lock:
                 entry.truncate(attr.st_size)
             a.size = attr.st_size
             if not fields.update_mtime:
                 a.mtime_ns = meta.now_ns()
             if node.opens == 0:
-                await self.fs._upload(node)  # truncate(2) on a path: no close() will follow
+                await self.fs.writes.upload(node)  # truncate(2) on a path: no close() will follow
         elif changed_meta:
-            await self.fs._store_meta(node)
-        return self.fs._entry_attrs(node)
+            await self.fs.headers.store_meta(node)
+        return self.fs.table.entry_attrs(node)

@@ -36,14 +36,14 @@ class Moves:
         flags: int,
         ctx: Caller,
     ) -> None:
-        self.fs._writable()
+        self.fs.cfg.check_writable()
         if flags & RENAME_EXCHANGE:
             raise refuse(errno.EINVAL)  # S3 cannot swap two keys atomically
-        old_parent = self.fs._node(parent_inode_old)
-        new_parent = self.fs._node(parent_inode_new)
-        old_path = self.fs._child_path(old_parent, name_old)
-        new_path = self.fs._child_path(new_parent, name_new)
-        node = await self.fs._resolve(old_path)
+        old_parent = self.fs.table.node(parent_inode_old)
+        new_parent = self.fs.table.node(parent_inode_new)
+        old_path = self.fs.table.child_path(old_parent, name_old)
+        new_path = self.fs.table.child_path(new_parent, name_new)
+        node = await self.fs.names.resolve(old_path)
         if old_path == new_path:
             return
         if node.is_dir and (new_path + "/").startswith(old_path + "/"):
@@ -52,7 +52,7 @@ class Moves:
             self.fs.keys.marker_key(new_path) if node.is_dir else self.fs.keys.file_key(new_path)
         )
         try:
-            target: Node | None = await self.fs._resolve(new_path)
+            target: Node | None = await self.fs.names.resolve(new_path)
         except FsError as e:
             if e.errno != errno.ENOENT:
                 raise
@@ -80,7 +80,7 @@ class Moves:
                 # is still pending): the object goes, as the rename says; the pending
                 # upload stores the new content under that key later
                 await self.fs.store.delete(self.fs.keys.file_key(target.path))
-            self.fs._supersede(target)  # its key now holds the renamed file
+            self.fs.files.supersede(target)  # its key now holds the renamed file
         self.repath(node, old_path, new_path)
         self.fs.cache.removed(old_parent.path, basename(old_path))
         self.fs.cache.negative.pop(new_path, None)
@@ -94,8 +94,10 @@ class Moves:
         old_key = self.fs.keys.file_key(node.path)
         new_key = self.fs.keys.file_key(new_path)
         if node.stored:
-            await self.fs._exact(node)
-            res = await self.fs.store.copy(old_key, new_key, await self.fs._copy_params(node))
+            await self.fs.names.exact(node)
+            res = await self.fs.store.copy(
+                old_key, new_key, await self.fs.headers.copy_params(node)
+            )
             try:
                 await self.fs.store.delete(old_key)
             except StoreError as e:
@@ -111,13 +113,15 @@ class Moves:
     def repath(self, node: Node, old_path: str, new_path: str) -> None:
         """Move node (and, for a directory, everything known below it) to new_path."""
         below = old_path + "/"
-        moved = [(p, i) for p, i in self.fs.by_path.items() if p == old_path or p.startswith(below)]
+        moved = [
+            (p, i) for p, i in self.fs.table.by_path.items() if p == old_path or p.startswith(below)
+        ]
         for p, _ in moved:
-            del self.fs.by_path[p]
+            del self.fs.table.by_path[p]
         for p, i in moved:
-            n = self.fs.nodes[i]
+            n = self.fs.table.nodes[i]
             n.path = new_path + p[len(old_path) :]
-            self.fs.by_path[n.path] = i
+            self.fs.table.by_path[n.path] = i
             if n.entry is not None:
                 n.entry.key = self.fs.keys.file_key(n.path)
                 if n.entry.state != CLEAN:
@@ -128,10 +132,10 @@ class Moves:
     async def check_empty(self, path: str) -> None:
         marker = self.fs.keys.marker_key(path)
         prefix = path + "/"
-        nodes = self.fs.nodes
+        nodes = self.fs.table.nodes
         if any(
             p.startswith(prefix) and nodes[i].entry is not None and not nodes[i].unlinked
-            for p, i in self.fs.by_path.items()
+            for p, i in self.fs.table.by_path.items()
         ):
             raise refuse(errno.ENOTEMPTY)
         keys = await self.fs.store.has_children(marker)

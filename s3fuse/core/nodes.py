@@ -3,11 +3,13 @@ symlink, with what is known of its stored object), and open file/directory handl
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 
 import trio
 
 from s3fuse.core.readahead import Reader
+from s3fuse.core.types import refuse
 from s3fuse.model.meta import Attrs, Defaults
 from s3fuse.spool.entry import SpoolEntry
 
@@ -26,6 +28,10 @@ class FsConfig:
     # HEADs a sample of each directory and trusts its listing when no sampled object
     # carries s3fuse/s3fs/rclone metadata (a directory written by other tools)
     attrs: str = "auto"
+
+    def check_writable(self) -> None:
+        if self.read_only:
+            raise refuse(errno.EROFS)
 
 
 @dataclass(eq=False)

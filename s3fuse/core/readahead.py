@@ -20,13 +20,13 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
 from s3fuse.errors import StoreError
 from s3fuse.model import blocksums
 from s3fuse.s3.client import Store
+from s3fuse.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ Fetch = Callable[[int, int, bool], Awaitable[tuple[int, bytes]]]
 
 class Stream:
     def __init__(
-        self, store: Store, key: str, start: int, end: int, nursery: trio.Nursery,
+        self, store: Store, key: str, start: int, end: int, tasks: Background,
         sums: blocksums.BlockSums | None = None,
     ) -> None:  # fmt: skip
         self.store, self.key, self.end, self.sums = store, key, end, sums
@@ -61,7 +61,7 @@ class Stream:
         self.window = START_WINDOW
         self.active: list[int] = []  # offsets of reads under way: their bytes stay
         self._changed = trio.Event()
-        nursery.start_soon(self._pump)
+        tasks.start_soon(self._pump)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -168,12 +168,12 @@ class Stream:
 
 class Reader:
     def __init__(
-        self, store: Store, key: str, size: int, fetch: Fetch, nursery: Any,
+        self, store: Store, key: str, size: int, fetch: Fetch, tasks: Background,
         sums: blocksums.BlockSums | None = None,
     ) -> None:  # fmt: skip
         self.store, self.key, self.size, self.sums = store, key, size, sums
         self.fetch = fetch  # ranged GET, checked (whole objects: ETag; ranges: block sums)
-        self.nursery = nursery
+        self.tasks = tasks
         self.stream: Stream | None = None
         self.last_end = 0
         self.sequential = 0  # bytes read in a (nearly) sequential run
@@ -193,7 +193,7 @@ class Reader:
             data = await self._stream_read(off, size)
         elif off == 0 or (abs(off - self.last_end) <= PIECE and self.sequential >= STREAM_AFTER):
             self.close()
-            self.stream = Stream(self.store, self.key, off, self.size, self.nursery, self.sums)
+            self.stream = Stream(self.store, self.key, off, self.size, self.tasks, self.sums)
             data = await self._stream_read(off, size)
         else:
             end = min(self.size, off + max(size, RANDOM_READ))

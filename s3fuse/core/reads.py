@@ -32,7 +32,7 @@ class Reads:
         self.fs = fs
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        h = self.fs._handle(fh)
+        h = self.fs.table.handle(fh)
         node = h.node
         if node.entry is not None:
             return node.entry.read(off, size)
@@ -41,7 +41,7 @@ class Reads:
                 h.reader.close()
             key = self.fs.keys.file_key(node.path)
             if blocksums.needed(node.attrs.size):
-                await self.fs._exact(node)  # its block checksums are in the metadata
+                await self.fs.names.exact(node)  # its block checksums are in the metadata
             sums = self.block_sums(node)
             if sums is None and node.attrs.size > blocksums.WHOLE_READ_MAX:
                 self.fs.store.stats.unverifiable_ranges(key)
@@ -50,7 +50,7 @@ class Reads:
                 key,
                 node.attrs.size,
                 lambda start, end, whole: self.get(node, start, end, whole=whole),
-                self.fs.nursery,
+                self.fs.tasks,
                 sums,
             )
         return await h.reader.read(off, size)
@@ -72,7 +72,7 @@ class Reads:
                     raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another "
                                   "client while it was being opened") from None  # fmt: skip
                 if info.etag != node.etag:
-                    await self.fs._file_node(node.path, info)  # replaced: take the new one
+                    await self.fs.names.file_node(node.path, info)  # replaced: take the new one
                 elif attempt == FILL_ATTEMPTS:
                     log.error("%r: %s; refusing to write into corrupted bytes", node.path, e)
                     raise
@@ -100,7 +100,7 @@ class Reads:
             if info is None or info.etag == node.etag:
                 log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
                 raise
-            await self.fs._file_node(node.path, info)
+            await self.fs.names.file_node(node.path, info)
             return start, await self.fs.store.get_range(key, start, min(end, info.size))
 
     async def get_blocks(self, node: Node, key: str, start: int, end: int) -> tuple[int, bytes]:
@@ -118,7 +118,7 @@ class Reads:
             if info is None:
                 raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another client")
             if info.etag != node.etag:
-                await self.fs._file_node(node.path, info)  # replaced: read the new one
+                await self.fs.names.file_node(node.path, info)  # replaced: read the new one
                 end = min(end, info.size)
             elif attempt == FILL_ATTEMPTS:
                 log.error("read of %r: bytes at %s do not match their block checksum %d "

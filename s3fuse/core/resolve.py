@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3fuse.core.cache import Child, DirListing
-from s3fuse.core.types import refuse
+from s3fuse.core.types import ROOT_INODE, refuse
 from s3fuse.errors import FsError, StoreError
 from s3fuse.model import meta
 from s3fuse.model.keys import basename, join, listable_name, parent_of
@@ -37,6 +37,23 @@ log = logging.getLogger(__name__)
 class Resolver:
     def __init__(self, fs: S3Fs) -> None:
         self.fs = fs
+        self.inflight: dict[str, trio.Event] = {}  # path -> set when its HEAD is answered
+
+    async def refresh(self, node: Node) -> Node:
+        """The node as S3 has it now (a HEAD); ENOENT when it is gone."""
+        if node.is_dir:
+            return await self.dir_node(node.path)
+        found = await self.file_node(node.path)
+        if found is None:
+            raise refuse(errno.ENOENT)
+        return found
+
+    async def exact(self, node: Node) -> Node:
+        """The node with its stored metadata and headers (a HEAD if its attributes came
+        from a listing): before anything re-sends them (upload, copy, xattrs)."""
+        if node.full or node.entry is not None or node.ino == ROOT_INODE:
+            return node
+        return await self.refresh(node)
 
     def attrs_from_info(self, info: ObjectInfo, is_dir: bool) -> Attrs:
         return meta.decode(
@@ -74,7 +91,7 @@ class Resolver:
         assert self.fs.meta_cache is not None
 
         def wanted(child_path: str) -> bool:  # not known in full, not being written here
-            known = self.fs._known(child_path)
+            known = self.fs.table.known(child_path)
             return known is None or not (known.full or known.entry or known.opens)
 
         files = {
@@ -98,16 +115,17 @@ class Resolver:
         if child is None or child.is_dir or child.etag != info.etag:
             return
         assert self.fs.meta_cache is not None
-        if self.fs.meta_cache.add(child.etag, child.last_modified_ns, info) and hasattr(
-            self, "nursery"
+        if (
+            self.fs.meta_cache.add(child.etag, child.last_modified_ns, info)
+            and self.fs.tasks.running
         ):
-            self.fs.nursery.start_soon(self.fs.meta_cache.flush_later)
+            self.fs.tasks.start_soon(self.fs.meta_cache.flush_later)
 
     async def dir_node(self, path: str) -> Node:
         """Directory node; its attributes come from the marker object if there is one."""
         info = await self.fs.store.head(self.fs.keys.marker_key(path))
         if info is not None:
-            return self.fs._install(
+            return self.fs.table.install(
                 path,
                 self.attrs_from_info(info, True),
                 stored=True,
@@ -115,7 +133,9 @@ class Resolver:
                 full=True,
                 info=info,
             )
-        return self.fs._install(path, self.default_dir_attrs(), stored=False, etag="", full=True)
+        return self.fs.table.install(
+            path, self.default_dir_attrs(), stored=False, etag="", full=True
+        )
 
     async def file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
         if info is None:
@@ -124,7 +144,7 @@ class Resolver:
                 self.remember(path, info)
         if info is None:
             return None
-        return self.fs._install(
+        return self.fs.table.install(
             path,
             self.attrs_from_info(info, False),
             stored=True,
@@ -135,8 +155,8 @@ class Resolver:
 
     async def resolve(self, path: str) -> Node:
         """The node for an existing path, or FUSEError(ENOENT)."""
-        node = self.fs._known(path)
-        if node is not None and self.fs._fresh(node):
+        node = self.fs.table.known(path)
+        if node is not None and self.fs.table.fresh(node):
             return node
         if self.fs.cache.is_negative(path):
             raise refuse(errno.ENOENT)
@@ -152,12 +172,12 @@ class Resolver:
                 self.fs.cache.negative[path] = True
                 raise refuse(errno.ENOENT)
             if child is not None:
-                if node is not None and self.fs._same_version(node, child):
+                if node is not None and self.fs.table.same_version(node, child):
                     node.fetched = time.monotonic()
                     return node
                 if await self.listing_will_do(parent, listing, name):
-                    node = self.fs._known(path)
-                    if node is not None and node.full and self.fs._fresh(node):
+                    node = self.fs.table.known(path)
+                    if node is not None and node.full and self.fs.table.fresh(node):
                         return node  # HEADed by the sample
                     return self.listed_node(path, child)
                 self.start_bulk(parent, listing)
@@ -178,13 +198,13 @@ class Resolver:
         """A node from what a listing says alone (no s3fuse metadata); trusted: its
         attributes stand in for a HEAD (else the kernel is told to ask again)."""
         if child.is_dir:
-            return self.fs._install(path, self.default_dir_attrs(), stored=False, etag="",
+            return self.fs.table.install(path, self.default_dir_attrs(), stored=False, etag="",
                                  full=False, listed=trusted)  # fmt: skip
         attrs = meta.decode(
             {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
             defaults=self.fs.cfg.defaults,
         )  # fmt: skip
-        return self.fs._install(path, attrs, stored=True, etag=child.etag, full=False,
+        return self.fs.table.install(path, attrs, stored=True, etag=child.etag, full=False,
                              listed=trusted)  # fmt: skip
 
     async def listing_will_do(self, parent: str, listing: DirListing, name: str | None) -> bool:
@@ -217,10 +237,10 @@ class Resolver:
 
         async def one(n: str) -> None:
             child = listing.children.get(n)
-            known = self.fs._known(join(parent, n))
+            known = self.fs.table.known(join(parent, n))
             if known is not None and (
-                (known.full and self.fs._fresh(known))
-                or (child is not None and self.fs._same_version(known, child))
+                (known.full and self.fs.table.fresh(known))
+                or (child is not None and self.fs.table.same_version(known, child))
             ):
                 known.fetched = time.monotonic()
                 found.append(known)  # HEADed already (the listing shows the same version)
@@ -241,18 +261,18 @@ class Resolver:
         """HEAD of a listed child (its marker, for a directory): the s3fuse metadata that a
         listing lacks. One request per path at a time, shared by a lookup that waits and
         the bulk fetch."""
-        while (ev := self.fs._inflight.get(path)) is not None:
+        while (ev := self.inflight.get(path)) is not None:
             await ev.wait()
-            node = self.fs._known(path)
-            if node is not None and self.fs._fresh(node):
+            node = self.fs.table.known(path)
+            if node is not None and self.fs.table.fresh(node):
                 return node
-        ev = self.fs._inflight[path] = trio.Event()
+        ev = self.inflight[path] = trio.Event()
         try:
             if child.is_dir:
                 return await self.dir_node(path)
             return await self.file_node(path)
         finally:
-            del self.fs._inflight[path]
+            del self.inflight[path]
             ev.set()
 
     def start_bulk(self, parent: str, listing: DirListing) -> None:
@@ -262,7 +282,7 @@ class Resolver:
         listing.lookups += 1
         if listing.lookups < BULK_AFTER:
             return  # `ls` then one `cat`: no reason to fetch every sibling
-        if not listing.browsed or parent in self.fs.cache.bulk or not hasattr(self, "nursery"):
+        if not listing.browsed or parent in self.fs.cache.bulk or not self.fs.tasks.running:
             return
         if len(listing.children) > BULK_MAX:
             return
@@ -270,18 +290,18 @@ class Resolver:
         todo = []
         for name, child in listing.children.items():
             path = join(parent, name)
-            node = self.fs._known(path)
-            if node is None or not self.fs._fresh(node):
+            node = self.fs.table.known(path)
+            if node is None or not self.fs.table.fresh(node):
                 todo.append((path, child))
-        self.fs.nursery.start_soon(self.bulk_attrs, todo)
+        self.fs.tasks.start_soon(self.bulk_attrs, todo)
 
     async def bulk_attrs(self, todo: list[tuple[str, Child]]) -> None:
         limit = trio.Semaphore(BULK_CONCURRENCY)
 
         async def one(path: str, child: Child) -> None:
             async with limit:
-                node = self.fs._known(path)
-                if node is not None and self.fs._fresh(node):
+                node = self.fs.table.known(path)
+                if node is not None and self.fs.table.fresh(node):
                     return  # a lookup got there first
                 with contextlib.suppress(Exception):  # a lookup that needs it asks again
                     await self.child_attrs(path, child)

@@ -37,7 +37,7 @@ class Writes:
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             try:
-                out.append((await self.fs._resolve("/".join(parts[:i]))).hdrs)
+                out.append((await self.fs.names.resolve("/".join(parts[:i]))).hdrs)
             except FsError:
                 continue  # an implicit directory that vanished: no defaults
         return out
@@ -48,7 +48,7 @@ class Writes:
     async def upload_values(self, node: Node) -> dict[str, str]:
         """Every header xattr of the PutObject for node: inherited defaults < the object's
         own (as stored, or set here). ACL and tags of an overwritten object are kept."""
-        await self.fs._load_acl_tags(node)
+        await self.fs.headers.load_acl_tags(node)
         return requests.file_values([*await self.levels(node.path), node.hdrs],
                                     basename(node.path))  # fmt: skip
 
@@ -57,14 +57,14 @@ class Writes:
         object's bytes are brought in first (partial overwrite); otherwise the entry
         starts empty (O_TRUNC, truncate to 0) and nothing is downloaded."""
         if node.entry is None and node.stored:
-            await self.fs._exact(node)  # the upload re-sends its mode, owner and headers
+            await self.fs.names.exact(node)  # the upload re-sends its mode, owner and headers
         async with node.lock:
             if node.entry is None:
                 entry = self.fs.spool.new(self.fs.keys.file_key(node.path))
                 entry.base_etag = node.etag if node.stored else None
                 try:
                     if keep_content and node.stored and node.attrs.size > 0:
-                        await self.fs._fill(node, entry)
+                        await self.fs.reads.fill(node, entry)
                 except BaseException:
                     entry.close()
                     raise
@@ -72,7 +72,7 @@ class Writes:
             return node.entry
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        h = self.fs._handle(fh)
+        h = self.fs.table.handle(fh)
         if not h.writable:
             raise refuse(errno.EBADF)
         node = h.node
@@ -92,7 +92,9 @@ class Writes:
                           "failed (spool full), its content would be incomplete")  # fmt: skip
         entry.key = self.fs.keys.file_key(node.path)
         values = await self.upload_values(node)
-        res = await self.commit(node, entry, requests.file_put(values, self.fs._metadata(node)))
+        res = await self.commit(
+            node, entry, requests.file_put(values, self.fs.headers.metadata(node))
+        )
         if res is None:
             return
         node.hdrs = values  # what S3 now holds
@@ -156,12 +158,12 @@ class Writes:
         raise FsError(errno.EEXIST if base is None else errno.ESTALE, "write conflict")
 
     async def flush(self, fh: int) -> None:
-        h = self.fs._handle(fh)
+        h = self.fs.table.handle(fh)
         if h.writable:
             await self.upload(h.node)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.upload(self.fs._handle(fh).node)
+        await self.upload(self.fs.table.handle(fh).node)
 
     async def adopt(self, kept: list[Kept]) -> None:
         """Give closed files whose recovery upload failed their place in the tree (before
@@ -184,7 +186,7 @@ class Writes:
                 md, is_dir=False, size=k.entry.size, last_modified_ns=meta.now_ns(),
                 defaults=self.fs.cfg.defaults,
             )  # fmt: skip
-            node = self.fs._install(path, attrs, stored=stored, etag=etag, full=True)
+            node = self.fs.table.install(path, attrs, stored=stored, etag=etag, full=True)
             node.hdrs = requests.values_of(k.headers)
             node.umeta = {k2: v for k2, v in md.items() if k2.lower() not in meta.OWN_META}
             node.entry = k.entry
@@ -193,7 +195,7 @@ class Writes:
         """Keys of files whose bytes are in the spool and not stored yet (for status)."""
         return [
             n.entry.key
-            for n in self.fs.nodes.values()
+            for n in self.fs.table.nodes.values()
             if n.entry is not None and n.entry.dirty and not n.unlinked
         ]
 
@@ -203,7 +205,7 @@ class Writes:
         changed since) now and then while mounted. Returns how many are still not stored."""
         left = 0
         when = "retry" if closed_only else "at unmount"
-        for node in list(self.fs.nodes.values()):
+        for node in list(self.fs.table.nodes.values()):
             entry = node.entry
             if entry is None or not entry.dirty or node.unlinked:
                 continue

@@ -25,14 +25,14 @@ class XattrOps:
         self.fs = fs
 
     async def node(self, inode: int) -> Node:
-        node = self.fs._node(inode)
-        if not self.fs._fresh(node):
-            node = await self.fs._refresh(node)
-        return await self.fs._exact(node)
+        node = self.fs.table.node(inode)
+        if not self.fs.table.fresh(node):
+            node = await self.fs.names.refresh(node)
+        return await self.fs.names.exact(node)
 
     async def set(self, inode: int, name: bytes, value: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
-        self.fs._writable()
+        self.fs.cfg.check_writable()
         if n.kind == "readonly":
             raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
         if inode == ROOT_INODE:
@@ -51,7 +51,7 @@ class XattrOps:
                     "this mount encrypts with SSE-C (sse_c_key_file); "
                     f"user.s3.{n.short} cannot be combined with it",
                 )
-            await self.fs._load_acl_tags(node)
+            await self.fs.headers.load_acl_tags(node)
             if n.short == "acl":
                 for g in xattrs.GRANTS:
                     node.hdrs.pop(g, None)  # S3 takes a canned ACL or grants, not both
@@ -65,7 +65,7 @@ class XattrOps:
             xattrs.check_meta_size({**umeta, **meta.encode(node.attrs)})
             node.umeta = umeta
         log.info("%s: set %s", node.path, name.decode(errors="replace"))
-        await self.fs._store_meta(node, tagging_changed=tagging_changed)
+        await self.fs.headers.store_meta(node, tagging_changed=tagging_changed)
 
     async def get(self, inode: int, name: bytes, ctx: Caller) -> bytes:
         try:
@@ -80,7 +80,7 @@ class XattrOps:
         if n.kind == "header":
             if n.short in ("acl", "tagging", *xattrs.GRANTS):
                 tagging = n.short == "tagging"
-                await self.fs._load_acl_tags(node, acl=not tagging, tags=tagging)
+                await self.fs.headers.load_acl_tags(node, acl=not tagging, tags=tagging)
             value = node.hdrs.get(n.short)
             if value is None and n.short == "storage_class" and node.stored and not node.is_dir:
                 value = "STANDARD"  # S3 omits the header for STANDARD
@@ -111,7 +111,7 @@ class XattrOps:
         node = await self.node(inode)
         if inode == ROOT_INODE:
             return []
-        await self.fs._load_acl_tags(node)
+        await self.fs.headers.load_acl_tags(node)
         names = [xattrs.PREFIX + k for k in node.hdrs]
         names += [xattrs.PREFIX + k for k in xattrs.READ_ONLY if self.readonly(node, k) is not None]
         names += [xattrs.USER + k for k in node.umeta]
@@ -119,13 +119,13 @@ class XattrOps:
 
     async def remove(self, inode: int, name: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
-        self.fs._writable()
+        self.fs.cfg.check_writable()
         if n.kind == "readonly":
             raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
         node = await self.node(inode)
-        await self.fs._load_acl_tags(node)
+        await self.fs.headers.load_acl_tags(node)
         store = node.hdrs if n.kind == "header" else node.umeta
         if n.short not in store:
             raise refuse(ENOATTR)
         del store[n.short]
-        await self.fs._store_meta(node, tagging_changed=n.short == "tagging")
+        await self.fs.headers.store_meta(node, tagging_changed=n.short == "tagging")

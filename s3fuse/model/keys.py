@@ -4,7 +4,7 @@ A *path* is relative to the mount root, without leading or trailing slash ("" is
 root). A *key* is the full S3 key, including the mount's prefix. Directories are key
 prefixes ending in "/"; an empty directory is a zero-byte marker object "dir/".
 
-Rule for keys that POSIX cannot show (documented in README, "Names"): a listing entry
+Rule for keys that POSIX cannot show (documented in SEMANTICS.md, "Names"): a listing entry
 whose name is empty (``a//b``), ``.`` or ``..``, or longer than 255 bytes is hidden;
 it is never mapped to a path, so it can never be reached or written through the mount.
 """

@@ -20,6 +20,7 @@ from s3fuse.errors import COMPLETE_GARBLED, CORRUPTED, StoreError
 from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
 from s3fuse.model.meta import META_PART_SIZE
+from s3fuse.s3.parallel import each
 from s3fuse.s3.types import PutResult, strip_etag
 
 if TYPE_CHECKING:
@@ -122,8 +123,6 @@ async def put_multipart(
     if track is not None:
         track(upload_id)
     etags: dict[int, tuple[str, bytes]] = {}
-    errors: list[StoreError] = []
-    limit = trio.CapacityLimiter(max(1, concurrency))
 
     def upload_part(num: int, off: int, length: int) -> tuple[str, bytes]:
         # the part is streamed from the spool file (hashed first, then sent), never
@@ -159,24 +158,16 @@ async def put_multipart(
                 return etag, md5
         raise AssertionError("unreachable")
 
-    async def one(num: int, off: int, length: int) -> None:
-        async with limit:
-            if errors:
-                return
-            try:
-                etags[num] = await store._run(
-                    store.upload_limiter, "UploadPart", key,
-                    lambda: upload_part(num, off, length),
-                )  # fmt: skip
-                if on_progress is not None:
-                    on_progress(length)
-            except StoreError as e:
-                errors.append(e)
+    async def one(part: tuple[int, int, int]) -> None:
+        num, off, length = part
+        etags[num] = await store._run(
+            store.upload_limiter, "UploadPart", key, lambda: upload_part(num, off, length)
+        )
+        if on_progress is not None:
+            on_progress(length)
 
     try:
-        async with trio.open_nursery() as nursery:
-            for num, off, length in ranges:
-                nursery.start_soon(one, num, off, length)
+        errors = await each(ranges, one, at_once=concurrency)
         if errors:
             raise errors[0]
         parts = [{"PartNumber": n, "ETag": f'"{etags[n][0]}"'} for n, _, _ in ranges]

@@ -66,7 +66,7 @@ class SpoolEntry:
     _journaled: bool = False  # a journal file exists
 
     def __post_init__(self) -> None:
-        self._hasher = Hasher(self.spool.nursery)
+        self._hasher = Hasher(self.spool.tasks)
         self.data_path = os.path.join(self.spool.dir, self.id + ".data")
         self.journal_path = os.path.join(self.spool.dir, self.id + ".json")
 
@@ -106,7 +106,7 @@ class SpoolEntry:
         self.touch()
         os.ftruncate(self.fd, size)
         if size == 0:
-            self._hasher, self._hashed = Hasher(self.spool.nursery), 0
+            self._hasher, self._hashed = Hasher(self.spool.tasks), 0
         elif size != self._hashed:
             self._hashed = -1
         self.size = size

@@ -12,14 +12,16 @@ from collections import deque
 
 import trio
 
+from s3fuse.tasks import Background
+
 INLINE = 64 << 10  # chunks below this are hashed in the handler itself
 WINDOW = 8 << 20  # at most this many bytes wait to be hashed; the writer waits beyond
 
 
 class Hasher:
-    def __init__(self, nursery: trio.Nursery | None) -> None:
+    def __init__(self, tasks: Background | None) -> None:
         self._md5 = hashlib.md5()
-        self._nursery = nursery
+        self._tasks = tasks
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._idle = trio.Event()
@@ -31,7 +33,11 @@ class Hasher:
         """Append data (in order: callers serialise their writes)."""
         if self._broken:
             return  # the digest is unknown anyway: the spool file is hashed at upload
-        if self._nursery is None or (not self._queue and len(data) < INLINE):
+        if (
+            self._tasks is None
+            or not self._tasks.running
+            or (not self._queue and len(data) < INLINE)
+        ):
             self._md5.update(data)
             return
         while self._queued >= WINDOW and not self._broken:
@@ -40,7 +46,7 @@ class Hasher:
         self._queued += len(data)
         if self._idle.is_set():
             self._idle = trio.Event()
-            self._nursery.start_soon(self._run)
+            self._tasks.start_soon(self._run)
 
     async def _run(self) -> None:
         try:

@@ -24,8 +24,6 @@ import shutil
 import time
 from typing import Any
 
-import trio
-
 from s3fuse.errors import StoreError
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import PutResult
@@ -33,6 +31,7 @@ from s3fuse.spool import recovery, upload
 from s3fuse.spool.entry import CLEAN, CLOSING, OPEN, SpoolEntry, SpoolError
 from s3fuse.spool.recovery import Recovery
 from s3fuse.spool.upload import SMALL_BODY
+from s3fuse.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class Spool:
         part_size: int = 16 << 20,
         part_concurrency: int = 4,
         retry_window: float = 30.0,
+        tasks: Background | None = None,
     ) -> None:
         self.dir = directory
         self.store = store
@@ -61,9 +61,9 @@ class Spool:
         self._ids = itertools.count(1)
         self._lock_fd = -1
         self.failed: dict[str, str] = {}  # key -> last upload error, for status
-        # where spool entries hash their data in the background (set by the daemon;
-        # without it, data is hashed as it is written)
-        self.nursery: trio.Nursery | None = None
+        # where spool entries hash their data while it is written (without it, or while
+        # the mount does not serve, data is hashed in the writing handler)
+        self.tasks = tasks
 
     # -------------------------------------------------------------- set-up
     def open(self) -> None:
