@@ -76,6 +76,14 @@ class Core:
         finally:
             await self.fs.release(opened.fh)
 
+    async def pread(self, path: str, off: int, size: int) -> bytes:
+        """One read at off, as a random read through the kernel would ask it."""
+        opened = await self.fs.open(await self.ino(path), os.O_RDONLY, CTX)
+        try:
+            return await self.fs.read(opened.fh, off, size)
+        finally:
+            await self.fs.release(opened.fh)
+
     async def read(self, path: str) -> bytes:
         ino = await self.ino(path)
         opened = await self.fs.open(ino, os.O_RDONLY, CTX)

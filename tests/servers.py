@@ -98,6 +98,19 @@ class QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def first(method: str, where: Callable[[Any], bool], action: Any, hits: list[str]) -> Any:
+    """A fault: the first request of `method` that `where` accepts meets `action` (its path
+    noted in hits); every other request goes through."""
+
+    def fault(r: Any) -> Any:
+        if r.method == method and where(r) and not hits:
+            hits.append(r.path)
+            return action
+        return None
+
+    return fault
+
+
 @dataclass
 class RecordingProxy:
     """A reverse proxy that records every request and can alter traffic.

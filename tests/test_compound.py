@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Backend
+from tests.servers import first
 from tests.test_integrity import SMALL_MULTIPART, body, for_key, mount
 
 pytestmark = pytest.mark.mounted
@@ -24,19 +25,6 @@ MiB = 1 << 20
 def corrupt_puts(r: Any) -> Any:
     """Every PUT body flipped in transit (RGW: BadDigest; moto: a wrong ETag)."""
     return "flip" if r.method == "PUT" else None
-
-
-def first(method: str, where: Callable[[Any], bool], action: Any, hits: list[str]) -> Any:
-    """A fault: the first request of `method` that `where` accepts meets `action` (its path
-    noted in hits); every other request goes through."""
-
-    def fault(r: Any) -> Any:
-        if r.method == method and where(r) and not hits:
-            hits.append(r.path)
-            return action
-        return None
-
-    return fault
 
 
 def flip_first_get(key_suffix: str, flipped: list[str]) -> Any:

@@ -9,6 +9,7 @@ Failures leave this module as ``StoreError`` only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.loaders
 import botocore.session
 import botocore.utils
 import trio
@@ -81,12 +83,23 @@ def parse_timestamp(value: str) -> datetime:
     return other
 
 
+@functools.cache
+def _shared_loader(data_path: str | None) -> botocore.loaders.Loader:
+    """One loader of botocore's JSON data (service models, endpoint rules) per process:
+    it caches what it parsed, so a second client costs ~5 ms instead of ~80 ms (tests and
+    the CLI build many). Each Store still has its own session (profiles may differ)."""
+    return botocore.loaders.create_loader(data_path)
+
+
 class Store:
     def __init__(self, cfg: StoreConfig) -> None:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.stats = Stats()
         core = botocore.session.get_session()
+        core.register_component(
+            "data_loader", _shared_loader(core.get_config_variable("data_path"))
+        )
         core.get_component("response_parser_factory").set_parser_defaults(
             timestamp_parser=parse_timestamp
         )
