@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import logging
 import os
 import signal
@@ -34,8 +32,7 @@ from s3fuse.tasks import Background
 
 log = logging.getLogger("s3fuse")
 
-UNMOUNT_GRACE = 60.0
-STATUS_INTERVAL = 1.0  # seconds a lazy unmount may take before we stop serving
+STATUS_INTERVAL = 1.0  # seconds between refreshes of the state file and systemd's STATUS
 
 
 class StartError(Exception):
@@ -379,11 +376,3 @@ def run_foreground(cfg: MountConfig) -> int:
         daemon.close()
     report("ERROR MOUNT_FAILED the daemon stopped before the mount was ready")
     return 0
-
-
-def config_to_json(cfg: MountConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def errno_name(err: int) -> str:
-    return errno.errorcode.get(err, str(err))

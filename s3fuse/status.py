@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3fuse.core.fs import S3Fs
-from s3fuse.s3.client import Store
 from s3fuse.spool.spool import Spool
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
 
 
 def iso(ts: float) -> str:

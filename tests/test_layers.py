@@ -5,6 +5,8 @@ daemon, nothing but the standard library (and zlib/hashlib) in the model."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "s3fuse"
@@ -127,3 +129,15 @@ def test_type_checking_imports_are_not_used_at_run_time() -> None:
             if isinstance(n, ast.Name) and n.id in only_typing and id(n) not in in_annotations
         ]
     assert bad == []
+
+
+def test_the_core_and_spool_load_without_boto3_or_pyfuse3() -> None:
+    """Not only the import statements: loading the core (and the spool under it) pulls in
+    neither boto3 nor pyfuse3; the S3 client is named in annotations only."""
+    code = (
+        "import sys, s3fuse.core.fs, s3fuse.spool.spool\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'pyfuse3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=PKG.parent).stdout  # fmt: skip
+    assert out.strip() == "[]"

@@ -9,10 +9,13 @@ copied by S3 itself.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from s3fuse.model import requests, xattrs
-from s3fuse.s3.client import Store
 from s3fuse.s3.parallel import each
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 

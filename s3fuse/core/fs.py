@@ -9,6 +9,7 @@ boto3 or pyfuse3.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from s3fuse.core import inodes
 from s3fuse.core.cache import Caches
@@ -33,10 +34,12 @@ from s3fuse.core.types import (
 from s3fuse.core.writes import Writes
 from s3fuse.core.xattr_ops import XattrOps
 from s3fuse.model.keys import KeyMap
-from s3fuse.s3.client import Store
 from s3fuse.spool.recovery import Kept
 from s3fuse.spool.spool import Spool
 from s3fuse.tasks import Background
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,16 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from s3fuse.errors import StoreError
 from s3fuse.model import blocksums
-from s3fuse.s3.client import Store
 from s3fuse.tasks import Background
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ class Stream:
                     self._show(unchecked)
                     unchecked = []
             finally:
-                Store.close_stream(body)
+                self.store.close_stream(body)
         except Exception as e:  # handed to the reader waiting for these bytes
             self.error = e
             self._notify()

@@ -22,16 +22,18 @@ import logging
 import os
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3fuse.errors import StoreError
-from s3fuse.s3.client import Store
 from s3fuse.s3.types import PutResult
 from s3fuse.spool import recovery, upload
 from s3fuse.spool.entry import CLEAN, CLOSING, OPEN, SpoolEntry, SpoolError
 from s3fuse.spool.recovery import Recovery
 from s3fuse.spool.upload import SMALL_BODY
 from s3fuse.tasks import Background
+
+if TYPE_CHECKING:
+    from s3fuse.s3.client import Store
 
 log = logging.getLogger(__name__)
 
