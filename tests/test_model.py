@@ -45,6 +45,20 @@ def test_acl_and_grants_are_chosen_by_the_most_specific_level_alone() -> None:
     assert near == {"acl": "authenticated-read"}
 
 
+def test_setting_an_acl_or_a_grant_replaces_the_other_kind_on_that_level() -> None:
+    values = {"grant_read": GRANT, "grant_write_acp": GRANT, "storage_class": "GLACIER"}
+    assert requests.with_value(values, "acl", "private") == {
+        "acl": "private",
+        "storage_class": "GLACIER",
+    }
+    assert requests.with_value({"acl": "private"}, "grant_read", GRANT) == {"grant_read": GRANT}
+    both = requests.with_value({"grant_read": GRANT}, "grant_full_control", 'id="o"')
+    assert both == {"grant_read": GRANT, "grant_full_control": 'id="o"'}  # grants add up
+    assert values["grant_read"] == GRANT  # the caller's dict is left alone
+    assert requests.chooses_access({"grant_read": GRANT})
+    assert not requests.chooses_access({"storage_class": "GLACIER"})
+
+
 def test_one_level_with_both_sends_the_grants() -> None:
     p = requests.params({"acl": "private", "grant_read": GRANT})
     assert "ACL" not in p and p["GrantRead"] == GRANT

@@ -53,7 +53,7 @@ class Headers:
 
         async def load_acl() -> None:
             grants = xattrs.grants_from_acl(await self.fs.store.get_acl(key))
-            if "acl" not in node.hdrs and not any(g in node.hdrs for g in xattrs.GRANTS):
+            if not requests.chooses_access(node.hdrs):
                 node.hdrs.update(grants)
             node.acl_loaded = True
 

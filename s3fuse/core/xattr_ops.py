@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from s3fuse.core.types import ENOATTR, ROOT_INODE, Caller, refuse
-from s3fuse.model import meta, xattrs
+from s3fuse.model import meta, requests, xattrs
 
 if TYPE_CHECKING:
     from s3fuse.core.fs import S3Fs
@@ -52,12 +52,7 @@ class XattrOps:
                     f"user.s3.{n.short} cannot be combined with it",
                 )
             await self.fs.headers.load_acl_tags(node)
-            if n.short == "acl":
-                for g in xattrs.GRANTS:
-                    node.hdrs.pop(g, None)  # S3 takes a canned ACL or grants, not both
-            elif n.short in xattrs.GRANTS:
-                node.hdrs.pop("acl", None)
-            node.hdrs[n.short] = v
+            node.hdrs = requests.with_value(node.hdrs, n.short, v)
             tagging_changed = n.short == "tagging"
         else:
             v = xattrs.validate_meta_value(n.short, value)

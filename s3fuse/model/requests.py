@@ -31,8 +31,22 @@ Params = dict[str, Any]
 
 
 # ------------------------------------------------------------------ header values
-def _chooses_access(values: dict[str, str]) -> bool:
+def chooses_access(values: dict[str, str]) -> bool:
+    """Whether a level says who may read (a canned ACL or a grant)."""
     return any(k in values for k in ACCESS)
+
+
+def with_value(values: dict[str, str], short: str, value: str) -> dict[str, str]:
+    """values with one header xattr set: a canned ACL replaces the level's grants, a grant
+    replaces its canned ACL (other grants stay: they add up)."""
+    out = dict(values)
+    if short == "acl":
+        for g in GRANTS:
+            out.pop(g, None)
+    elif short in GRANTS:
+        out.pop("acl", None)
+    out[short] = value
+    return out
 
 
 def merged(levels: Iterable[dict[str, str]]) -> dict[str, str]:
@@ -40,7 +54,7 @@ def merged(levels: Iterable[dict[str, str]]) -> dict[str, str]:
     (mount options, farthest directory, ..., nearest directory, the object itself)."""
     out: dict[str, str] = {}
     for level in levels:
-        if _chooses_access(level):
+        if chooses_access(level):
             for k in ACCESS:
                 out.pop(k, None)
         out.update(level)
