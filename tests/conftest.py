@@ -70,6 +70,14 @@ def bucket(s3: Any) -> str:
     return name
 
 
+def is_mounted(path: Path) -> bool:
+    """From the mount table, not a stat: a mount whose daemon died answers every stat
+    with ENOTCONN, so os.path.ismount says False and it would be left behind."""
+    target = os.path.abspath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1].replace("\\040", " ") == target for line in f)
+
+
 class Mount:
     """One ``s3fuse mount --foreground`` process and its mount point."""
 
@@ -111,10 +119,10 @@ class Mount:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env
             )
-        if os.path.ismount(self.path):
+        if is_mounted(self.path):
             raise RuntimeError(f"{self.path} is mounted already: give this mount another root")
         deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.path):
+        while not is_mounted(self.path):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"s3fuse exited {self.proc.returncode}:\n{self.log_text()}")
             if time.monotonic() > deadline:
@@ -132,7 +140,7 @@ class Mount:
 
     def unmount(self, timeout: float = 60.0) -> int:
         """Clean unmount; returns the daemon's exit code."""
-        if os.path.ismount(self.path):
+        if is_mounted(self.path):
             for _ in range(50):
                 r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
                 if r.returncode == 0:
@@ -164,7 +172,7 @@ class Mount:
         finally:
             if self.proc is not None:
                 self.kill()
-            if os.path.ismount(self.path):
+            if is_mounted(self.path):
                 subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
 
 

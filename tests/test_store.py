@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from s3fuse.core.readahead import Reader
+from s3fuse.core.readahead import Reader, Stream
 from s3fuse.errors import StoreError
 from s3fuse.s3.client import Store
 from s3fuse.s3.types import StoreConfig
@@ -277,6 +277,44 @@ def test_read_ahead_serves_parallel_out_of_order_reads(
                 assert chunk == data[off : off + step], f"wrong bytes at {off}"
 
     trio.run(go)
+
+
+def test_a_read_waiting_on_a_stream_that_closes_does_not_hang(
+    proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """Several READs wait on one stream; when the reader moves to a new stream (after a
+    failed block, or a jump back to 0) the old one is closed: its waiting reads must end
+    (and read directly), not wait for bytes nobody fetches any more: a READ that never
+    returns hangs the application (a CI run once hung so in test_verified_reads)."""
+    store = make_store(proxy.url, bucket)
+    data = os.urandom(16 << 20)
+    s3.put_object(Bucket=bucket, Key="slow.bin", Body=data)
+
+    async def go() -> None:
+        tasks = Background()
+        async with tasks.serving():
+            stream = Stream(store, "slow.bin", 0, len(data), tasks)
+            outcome: list[BaseException] = []
+
+            async def wait_far() -> None:
+                try:
+                    await stream.read(10 << 20, 1 << 20)
+                except StoreError as e:
+                    outcome.append(e)
+
+            with trio.fail_after(2):  # the answer itself is held back 2.5 s
+                async with trio.open_nursery() as reads:
+                    reads.start_soon(wait_far)
+                    await trio.sleep(0.3)
+                    stream.close()
+            assert [getattr(e, "code", None) for e in outcome] == ["ReadAheadClosed"]
+            assert not stream.can_serve(0)
+
+    proxy.fault = lambda r: ("stall", 2.5) if r.method == "GET" else None
+    try:
+        trio.run(go)
+    finally:
+        proxy.fault = None
 
 
 def test_multipart_parts_are_streamed_from_the_spool_not_held_in_memory(

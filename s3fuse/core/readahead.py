@@ -131,7 +131,7 @@ class Stream:
         self._notify()
 
     def can_serve(self, off: int) -> bool:
-        return self.error is None and self.base <= off <= self.filled + WINDOW
+        return self.error is None and not self.closed and self.base <= off <= self.filled + WINDOW
 
     async def read(self, off: int, size: int) -> bytes:
         self.active.append(off)
@@ -147,11 +147,14 @@ class Stream:
             if self.filled - self.want < self.window // 2:
                 self.window = min(self.window * 2, WINDOW)  # the reader keeps up: go further
             self._notify()  # the pump may read further now
-        while self.filled < end and self.error is None:
+        while self.filled < end and self.error is None and not self.closed:
             await self._wait()
         if self.filled < end:
-            assert self.error is not None
-            raise self.error
+            if self.error is not None:
+                raise self.error
+            # closed under this read (the reader moved to a new stream): nobody will
+            # fill it any more, and a waiting kernel READ would hang the application
+            raise StoreError("ReadAheadClosed", f"the stream closed before {end}", key=self.key)
         i = bisect.bisect_right(self.offsets, off) - 1
         if i < 0 or off < self.base:  # dropped meanwhile (never expected): read directly
             raise StoreError("ReadAheadMissed", f"bytes at {off} left the window", key=self.key)
@@ -208,12 +211,14 @@ class Reader:
         return data
 
     async def _stream_read(self, off: int, size: int) -> bytes:
-        assert self.stream is not None
+        stream = self.stream
+        assert stream is not None
         try:
-            return await self.stream.read(off, size)
+            return await stream.read(off, size)
         except StoreError as e:
             log.warning("read-ahead of %r failed (%s); reading the range directly", self.key, e)
-            self.close()
+            if self.stream is stream:
+                self.close()  # not a newer stream another read started meanwhile
             self.buf_start, self.buf = await self.fetch(off, off + size, False)
             return self.buf[off - self.buf_start : off - self.buf_start + size]
 
