@@ -93,8 +93,10 @@ def _add_mount_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-ttl",
         type=float,
-        help="seconds listings and attributes are "
-        "trusted before S3 is asked again (default 10; 0 = always ask)",
+        help="seconds listings, attributes and 'no such file' are trusted before S3 is "
+        "asked again (default: kernel_ttl, 1 s, so what other hosts change shows within "
+        "it; longer only for a mount that is the only writer of its prefix: open() then "
+        "trusts it too; 0 = always ask)",
     )
     p.add_argument(
         "--retries",

@@ -73,7 +73,10 @@ class MountConfig:
     spool_dir: str | None = None
     log_file: str | None = None
     read_only: bool = False
-    cache_ttl: float = 10.0
+    # how long listings, attributes and "no such file" are trusted without asking S3; None:
+    # kernel_ttl (what another host changed is seen within it). Longer only for a mount
+    # that is the only writer of its prefix.
+    cache_ttl: float | None = None
     kernel_ttl: float = 1.0
     checksum: str = "when_required"
     sign_payload: bool = False  # SHA-256 of bodies in the signature (see README)
@@ -125,6 +128,9 @@ class MountConfig:
         base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
         return os.path.join(base, "s3fuse", f"{self.mount_id}.log")
 
+    def trust_ttl(self) -> float:
+        return self.kernel_ttl if self.cache_ttl is None else self.cache_ttl
+
     def validate(self) -> None:
         if not self.bucket:
             raise ConfigError("no bucket given (BUCKET[:PREFIX])")
@@ -134,7 +140,7 @@ class MountConfig:
             )
         if self.checksum not in CHECKSUM:
             raise ConfigError(f"checksum={self.checksum!r}: allowed {', '.join(CHECKSUM)}")
-        if self.cache_ttl < 0 or self.kernel_ttl < 0:
+        if self.trust_ttl() < 0 or self.kernel_ttl < 0:
             raise ConfigError("cache_ttl and kernel_ttl must be >= 0")
         if self.retries < 1:
             raise ConfigError("retries must be >= 1 (1 = no retry)")

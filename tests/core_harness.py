@@ -6,10 +6,11 @@ directly and get the same exceptions the FUSE adapter maps to errnos."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,32 @@ class Core:
         await self.fs.rename(await self.ino(op), on, await self.ino(np), nn, flags, CTX)
 
 
+def _daemon(bucket: str, endpoint: str, spool: Path, options: tuple[str, ...]) -> Daemon:
+    cfg = MountConfig(bucket=bucket, mountpoint=str(spool / "unused-mountpoint"),
+                      endpoint_url=endpoint, spool_dir=str(spool))  # fmt: skip
+    apply_options(cfg, list(options))
+    cfg.validate()
+    daemon = Daemon(cfg)
+    daemon.open()
+    return daemon
+
+
+@contextlib.asynccontextmanager
+async def _serving(daemon: Daemon, unmount: bool) -> AsyncIterator[Core]:
+    """The daemon's life around a body: crash recovery, then serving; what is still
+    pending is uploaded at the end, as at unmount (unmount=False: the daemon dies)."""
+    rec = await daemon.spool.recover()
+    await daemon.fs.adopt(rec.kept)
+    async with daemon.tasks.serving() as nursery:
+        try:
+            yield Core(daemon)
+        finally:
+            if unmount:
+                with trio.CancelScope(shield=True):
+                    await daemon.fs.upload_pending()
+            nursery.cancel_scope.cancel()
+
+
 def run_core(
     bucket: str, endpoint: str, spool: Path, body: Callable[[Core], Awaitable[Any]],
     *options: str, unmount: bool = True,
@@ -131,26 +158,33 @@ def run_core(
     """Run body(core) in a trio loop over a core wired as the daemon wires it (crash
     recovery first, then the nursery for read-ahead and hashing); what is still pending
     is uploaded at the end, as at unmount (unmount=False: the daemon dies instead)."""
-    cfg = MountConfig(bucket=bucket, mountpoint=str(spool / "unused-mountpoint"),
-                      endpoint_url=endpoint, spool_dir=str(spool))  # fmt: skip
-    apply_options(cfg, list(options))
-    cfg.validate()
-    daemon = Daemon(cfg)
-    daemon.open()
+    daemon = _daemon(bucket, endpoint, spool, options)
 
     async def main() -> Any:
-        rec = await daemon.spool.recover()
-        await daemon.fs.adopt(rec.kept)
-        async with daemon.tasks.serving() as nursery:
-            try:
-                return await body(Core(daemon))
-            finally:
-                if unmount:
-                    with trio.CancelScope(shield=True):
-                        await daemon.fs.upload_pending()
-                nursery.cancel_scope.cancel()
+        async with _serving(daemon, unmount) as core:
+            return await body(core)
 
     try:
         return trio.run(main)
     finally:
         daemon.close()
+
+
+def run_hosts(
+    bucket: str, endpoint: str, spools: list[Path],
+    body: Callable[[list[Core]], Awaitable[Any]], *options: str,
+) -> Any:  # fmt: skip
+    """body(cores): several cores over one bucket in one trio loop, each with its own
+    spool and caches: the hosts of a fleet that share a bucket, without kernels."""
+    daemons = [_daemon(bucket, endpoint, spool, options) for spool in spools]
+
+    async def main() -> Any:
+        async with contextlib.AsyncExitStack() as stack:
+            cores = [await stack.enter_async_context(_serving(d, True)) for d in daemons]
+            return await body(cores)
+
+    try:
+        return trio.run(main)
+    finally:
+        for d in daemons:
+            d.close()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,9 @@ def test_put_with_wrong_md5_is_an_error(proxy: RecordingProxy, bucket: str) -> N
 
 def test_head_list_range_delete(proxy: RecordingProxy, bucket: str, s3: Any) -> None:
     store = make_store(proxy.url, bucket)
-    for i in range(1005):
-        s3.put_object(Bucket=bucket, Key=f"many/f{i:04d}", Body=b"x")
+    with ThreadPoolExecutor(8) as pool:  # 1005 objects: more than one LIST page
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:04d}", Body=b"x"),
+                      range(1005)))  # fmt: skip
     s3.put_object(Bucket=bucket, Key="many/sub/inner", Body=b"y")
     s3.put_object(Bucket=bucket, Key="big", Body=bytes(range(256)) * 100)
 

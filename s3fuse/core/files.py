@@ -64,13 +64,17 @@ class Files:
         writable = (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
         if writable:
             self.fs.cfg.check_writable()
+        changed = False
+        if self.fs.cfg.revalidate_open and node.entry is None and node.opens == 0:
+            changed = await self.fs.names.current(node)  # close-to-open
         if writable and flags & os.O_TRUNC:
             entry = await self.fs.writes.spool_entry(node, keep_content=False)
             async with entry.lock:
                 entry.truncate(0)
             node.attrs.size = 0
             node.attrs.mtime_ns = meta.now_ns()
-        return Opened(fh=self.fs.table.open_handle(node, writable))
+        append = writable and bool(flags & os.O_APPEND)
+        return Opened(self.fs.table.open_handle(node, writable, append=append), changed)
 
     async def release(self, fh: int) -> None:
         h = self.fs.table.handles.pop(fh, None)

@@ -105,7 +105,7 @@ class S3Fs:
     async def getattr(self, inode: int, ctx: Caller) -> Entry:
         node = self.table.node(inode)
         if not self.table.fresh(node):
-            node = await self.names.refresh(node)
+            node = await self.names.revalidate(node)
         return self.table.entry_attrs(node)
 
     async def setattr(

@@ -21,6 +21,12 @@ from s3fuse.s3.types import ObjectInfo
 BLKSIZE = 1 << 20
 
 
+def newer(seen_ns: int, known_ns: int) -> bool:
+    """Whether a LastModified S3 shows now is later than the one a node holds (whole
+    seconds: HEAD answers no finer)."""
+    return seen_ns // 10**9 > known_ns // 10**9
+
+
 class InodeTable:
     def __init__(self, cfg: FsConfig, cache: Caches) -> None:
         self.cfg = cfg
@@ -78,9 +84,25 @@ class InodeTable:
 
     @staticmethod
     def same_version(node: Node, child: Child) -> bool:
-        """A file node HEADed earlier is still what the listing shows (same ETag): its
-        metadata stands, no new HEAD."""
-        return not child.is_dir and node.full and node.stored and node.etag == child.etag
+        """A file node HEADed earlier is still what the listing shows: its metadata stands,
+        no new HEAD. Same ETag and size, and no later LastModified: a change of metadata
+        alone elsewhere (chmod, touch, an xattr: one CopyObject) keeps the ETag but not
+        LastModified. Compared in whole seconds (a HEAD says no more); after our own
+        upload the node holds the server's clock at its answer, which is not earlier than
+        the object's LastModified. A change elsewhere within that second is not seen."""
+        if child.is_dir or not node.full or not node.stored or node.etag != child.etag:
+            return False
+        if node.entry is None and node.attrs.size != child.size:
+            return False
+        return not node.lm_exact or not newer(child.last_modified_ns, node.last_modified_ns)
+
+    @staticmethod
+    def confirm(node: Node, child: Child) -> None:
+        """A listing showed that node is still the version it holds: trusted anew, and
+        S3's LastModified learnt if the node only had our clock's."""
+        node.fetched = time.monotonic()
+        if child.last_modified_ns:
+            node.last_modified_ns, node.lm_exact = child.last_modified_ns, True
 
     # ------------------------------------------------------------------ changes
     def install(
@@ -137,7 +159,7 @@ class InodeTable:
         node.integrity = {k: md[k] for k in meta.INTEGRITY_META if k in md}
         node.acl_loaded = node.tags_loaded = node.is_dir
         node.version_id = info.version_id
-        node.last_modified_ns = info.last_modified_ns
+        node.last_modified_ns, node.lm_exact = info.last_modified_ns, True
         sums = etag.sums_bytes(node.hdrs.get("sse", ""), sse_c=self.cfg.sse_c)
         node.md5 = info.etag if sums and "-" not in info.etag else None
 
@@ -161,9 +183,9 @@ class InodeTable:
             del self.by_path[node.path]
 
     # ------------------------------------------------------------------ handles
-    def open_handle(self, node: Node, writable: bool) -> int:
+    def open_handle(self, node: Node, writable: bool, *, append: bool = False) -> int:
         fh = next(self._fhs)
-        self.handles[fh] = Handle(node, writable)
+        self.handles[fh] = Handle(node, writable, append)
         node.opens += 1
         return fh
 

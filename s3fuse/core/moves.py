@@ -102,12 +102,14 @@ class Moves:
                 await self.fs.store.delete(old_key)
             except StoreError as e:
                 # the rename fails, both names hold the bytes: show the copy too
-                copied = Child(False, node.attrs.size, res.etag, node.attrs.mtime_ns)
+                copied = Child(False, node.attrs.size, res.etag)
                 self.fs.cache.added(parent_of(new_path), basename(new_path), copied)
                 log.error("rename of %r to %r: copied, but the original could not be deleted "
                           "(%s); both names now hold the file", node.path, new_path, e)  # fmt: skip
                 raise
             node.etag = res.etag or node.etag
+            node.last_modified_ns = res.last_modified_ns or node.last_modified_ns
+            node.lm_exact = bool(res.last_modified_ns)
         # the spool entry's key (and journal) follow in _repath
 
     def repath(self, node: Node, old_path: str, new_path: str) -> None:

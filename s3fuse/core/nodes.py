@@ -17,7 +17,10 @@ from s3fuse.spool.entry import SpoolEntry
 @dataclass(frozen=True)
 class FsConfig:
     defaults: Defaults
-    cache_ttl: float = 10.0  # our listing/attribute caches
+    cache_ttl: float = 1.0  # our listing/attribute/negative caches (config.trust_ttl)
+    # close-to-open: open() asks S3 for the current version of a stored file (off when
+    # the mount was told it is the only writer: a cache_ttl longer than kernel_ttl)
+    revalidate_open: bool = True
     kernel_ttl: float = 1.0  # entry/attr timeout handed to the kernel
     read_only: bool = False
     mount_defaults: dict[str, str] = field(default_factory=dict)  # -o storage_class=... etc.
@@ -60,6 +63,7 @@ class Node:
     version_id: str | None = None
     md5: str | None = None
     last_modified_ns: int = 0
+    lm_exact: bool = False  # last_modified_ns is S3's (a HEAD or a listing), not our clock
     target: bytes | None = None  # symlink target, once known
 
     @property
@@ -79,6 +83,7 @@ class Node:
 class Handle:
     node: Node
     writable: bool
+    append: bool = False  # O_APPEND: every write goes to the end of the file as we know it
     reader: Reader | None = None  # ranged GETs with read-ahead, made on first read
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3fuse.core.cache import Child, DirListing
+from s3fuse.core.inodes import newer
 from s3fuse.core.types import ROOT_INODE, refuse
 from s3fuse.errors import FsError, StoreError
 from s3fuse.model import meta
@@ -47,6 +48,37 @@ class Resolver:
         if found is None:
             raise refuse(errno.ENOENT)
         return found
+
+    async def current(self, node: Node) -> bool:
+        """Close-to-open: the stored file as S3 has it now (one HEAD). True when it is
+        another version than the node held (it is updated); ENOENT when it is gone."""
+        if node.is_dir or not node.stored or node.ino == ROOT_INODE:
+            return False
+        info = await self.fs.store.head(self.fs.keys.file_key(node.path))
+        if info is None:
+            self.fs.cache.removed(parent_of(node.path), basename(node.path))
+            raise refuse(errno.ENOENT)
+        same = node.full and info.etag == node.etag and info.size == node.attrs.size
+        if same and node.lm_exact:
+            same = not newer(info.last_modified_ns, node.last_modified_ns)
+        if same:
+            node.fetched = time.monotonic()
+            node.last_modified_ns, node.lm_exact = info.last_modified_ns, True
+            return False
+        await self.file_node(node.path, info)
+        return True
+
+    async def revalidate(self, node: Node) -> Node:
+        """A node whose attributes are older than cache_ttl, checked as cheaply as S3
+        allows: its directory's listing (one LIST per directory and cache_ttl answers every
+        name in it) when that shows the same version, else a HEAD. ENOENT when the name
+        is gone or means another object now."""
+        if node.ino == ROOT_INODE:
+            return node
+        found = await self.resolve(node.path)
+        if found is not node:
+            raise refuse(errno.ENOENT)
+        return node
 
     async def exact(self, node: Node) -> Node:
         """The node with its stored metadata and headers (a HEAD if its attributes came
@@ -173,12 +205,13 @@ class Resolver:
                 raise refuse(errno.ENOENT)
             if child is not None:
                 if node is not None and self.fs.table.same_version(node, child):
-                    node.fetched = time.monotonic()
+                    self.fs.table.confirm(node, child)
                     return node
-                if await self.listing_will_do(parent, listing, name):
-                    node = self.fs.table.known(path)
-                    if node is not None and node.full and self.fs.table.fresh(node):
-                        return node  # HEADed by the sample
+                listing_will_do = await self.listing_will_do(parent, listing, name)
+                node = self.fs.table.known(path)
+                if node is not None and node.full and self.fs.table.fresh(node):
+                    return node  # HEADed by the sample (attrs=auto) just now
+                if listing_will_do:
                     return self.listed_node(path, child)
                 self.start_bulk(parent, listing)
                 found = await self.child_attrs(path, child)
@@ -238,12 +271,13 @@ class Resolver:
         async def one(n: str) -> None:
             child = listing.children.get(n)
             known = self.fs.table.known(join(parent, n))
-            if known is not None and (
-                (known.full and self.fs.table.fresh(known))
-                or (child is not None and self.fs.table.same_version(known, child))
-            ):
-                known.fetched = time.monotonic()
+            if known is not None and child is not None and self.fs.table.same_version(known, child):
+                self.fs.table.confirm(known, child)
                 found.append(known)  # HEADed already (the listing shows the same version)
+                return
+            if known is not None and known.full and self.fs.table.fresh(known):
+                known.fetched = time.monotonic()
+                found.append(known)
                 return
             with contextlib.suppress(StoreError, FsError):  # judged by the rest
                 node = None if child is None else await self.child_attrs(join(parent, n), child)

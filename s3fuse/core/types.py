@@ -86,6 +86,9 @@ class Entry:
 @dataclass(frozen=True)
 class Opened:
     fh: int
+    # open() found a newer version than the kernel may have cached attributes of: the
+    # adapter tells the kernel to forget them
+    changed: bool = False
 
 
 @dataclass(frozen=True)

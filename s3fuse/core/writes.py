@@ -78,6 +78,10 @@ class Writes:
         node = h.node
         entry = await self.spool_entry(node, keep_content=True)
         async with entry.lock:
+            if h.append:
+                # the end as S3 and this mount know it: the kernel's offset comes from the
+                # size it cached, which another client's change may have made stale
+                off = entry.size
             n = await entry.write(off, buf)
         node.attrs.size = entry.size
         node.attrs.mtime_ns = meta.now_ns()
@@ -103,13 +107,14 @@ class Writes:
         node.version_id = res.version_id
         node.integrity = dict(res.metadata)
         node.md5 = entry.last_md5
-        node.last_modified_ns = meta.now_ns()
+        node.last_modified_ns = res.last_modified_ns or meta.now_ns()
+        node.lm_exact = bool(res.last_modified_ns)
         node.attrs.size = entry.size
         node.fetched = time.monotonic()
         self.fs.cache.added(
             parent_of(node.path),
             basename(node.path),
-            Child(False, entry.size, res.etag, node.attrs.mtime_ns),
+            Child(False, entry.size, res.etag),
         )
         if node.opens == 0 and not entry.dirty:
             entry.close()  # nobody has it open and S3 has it: free the spool space

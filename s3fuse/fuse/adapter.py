@@ -12,12 +12,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from s3fuse.core.fs import S3Fs
 from s3fuse.core.types import Entry, Refusal
 from s3fuse.errors import FsError, StoreError, hint_for
 
 log = logging.getLogger(__name__)
+
+FORGET_WAIT = 2.0  # seconds an attribute invalidation may take before open goes on
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +55,21 @@ def boundary(
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+async def forget_attributes(inode: int) -> None:
+    """Make the kernel ask for the inode's attributes again before the open that found a
+    new version returns: its cached size may be the old version's, and reads and appends
+    would use it. Attributes only (no pages): the kernel takes no lock an open holds for
+    that, so it is answered at once; a worker thread and a bound all the same, because a
+    notification that blocked here would block the open."""
+    with trio.move_on_after(FORGET_WAIT):
+        try:
+            await trio.to_thread.run_sync(
+                pyfuse3.invalidate_inode, inode, True, abandon_on_cancel=True
+            )
+        except OSError as e:  # ENOENT: the kernel forgot the inode already
+            log.debug("invalidate_inode(%d): %s", inode, e)
 
 
 def attributes(e: Entry) -> pyfuse3.EntryAttributes:
@@ -157,7 +175,11 @@ class FuseOps(pyfuse3.Operations):
     @boundary
     async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
         opened = await self.fs.open(inode, flags, ctx)
-        return pyfuse3.FileInfo(fh=opened.fh)
+        if opened.changed:
+            await forget_attributes(inode)
+        # another version than the kernel may hold pages of (a same-size replacement
+        # would otherwise be read from the page cache): drop them
+        return pyfuse3.FileInfo(fh=opened.fh, keep_cache=not opened.changed)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -31,7 +31,15 @@ from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3 import multipart
-from s3fuse.s3.types import Listing, ObjectInfo, PutResult, Stats, StoreConfig, strip_etag
+from s3fuse.s3.types import (
+    Listing,
+    ObjectInfo,
+    PutResult,
+    Stats,
+    StoreConfig,
+    server_time_ns,
+    strip_etag,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -385,7 +393,7 @@ class Store:
                     op="PutObject",
                     key=key,
                 )
-            return PutResult(etag=etag, version_id=r.get("VersionId"))
+            return PutResult(etag, r.get("VersionId"), last_modified_ns=server_time_ns(r))
 
         return await self._run(self.upload_limiter, "PutObject", key, do)
 
@@ -446,7 +454,8 @@ class Store:
                 **self._ssec_copy,
             )
             res = r.get("CopyObjectResult", {})
-            return PutResult(etag=strip_etag(res.get("ETag")), version_id=r.get("VersionId"))
+            lm = _ns(res.get("LastModified")) or server_time_ns(r)
+            return PutResult(strip_etag(res.get("ETag")), r.get("VersionId"), last_modified_ns=lm)
 
         return await self._run(self.upload_limiter, "CopyObject", dst, do)
 

@@ -21,7 +21,7 @@ from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3.parallel import each
-from s3fuse.s3.types import PutResult, strip_etag
+from s3fuse.s3.types import PutResult, server_time_ns, strip_etag
 
 if TYPE_CHECKING:
     from s3fuse.s3.client import Store
@@ -194,7 +194,8 @@ async def put_multipart(
                         continue
                     raise
                 verifiable.append(store._md5_etag_expected(r))
-                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"))
+                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"),
+                                 last_modified_ns=server_time_ns(r))  # fmt: skip
             raise AssertionError("unreachable")
 
         res = await store._run(store.upload_limiter, "CompleteMultipartUpload", key, complete)
@@ -228,7 +229,10 @@ def completed_as(store: Store, key: str, expected: str) -> PutResult | None:
         return None
     if strip_etag(r.get("ETag")) != expected:
         return None
-    return PutResult(expected, r.get("VersionId"))
+    lm = r.get("LastModified")
+    return PutResult(
+        expected, r.get("VersionId"), last_modified_ns=int(lm.timestamp() * 1e9) if lm else 0
+    )
 
 
 async def abort_strays(store: Store, key: str, ours: str, since: datetime) -> None:

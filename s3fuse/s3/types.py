@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import threading
 from collections import Counter
@@ -57,6 +58,9 @@ class PutResult:
     etag: str
     version_id: str | None
     metadata: dict[str, str] = field(default_factory=dict)  # s3fuse's own, added on the way
+    # the object's LastModified, or (a PutObject does not say it) the server's clock when
+    # it answered, which is not earlier: a later change elsewhere shows a later one
+    last_modified_ns: int = 0
 
 
 class Stats:
@@ -105,6 +109,17 @@ class Stats:
         with self._lock:
             self.bytes_uploaded += up
             self.bytes_downloaded += down
+
+
+def server_time_ns(r: dict[str, Any]) -> int:
+    """The Date header of a boto3 answer: the server's clock (0 if it sent none)."""
+    date = (r.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return 0
+    try:
+        return int(email.utils.parsedate_to_datetime(date).timestamp() * 1_000_000_000)
+    except (TypeError, ValueError):
+        return 0
 
 
 def strip_etag(etag: str | None) -> str:

@@ -112,7 +112,7 @@ async def landed(
     if current.etag != want:
         return None
     log.warning("%r: S3 already holds this upload (its first answer was lost)", key)
-    return PutResult(current.etag, current.version_id)
+    return PutResult(current.etag, current.version_id, last_modified_ns=current.last_modified_ns)
 
 
 def track_upload(data_path: str, key: str, upload_id: str | None) -> None:

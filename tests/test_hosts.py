@@ -1,0 +1,173 @@
+"""Hosts sharing one bucket, without kernels (issue 14): two cores, each with its own spool
+and caches, over one moto bucket, and boto3 as a third writer. What any client closed is
+what the next open anywhere returns (close-to-open); what stat and lookups answer is never
+older than kernel_ttl; revalidating costs a LIST per directory, not a HEAD per name."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from s3fuse.errors import FsError
+from tests.core_harness import CTX, Core, run_hosts
+from tests.servers import RecordingProxy
+
+TTL = 0.4  # kernel_ttl of these mounts: the trust window (cache_ttl follows it)
+OPTIONS = f"kernel_ttl={TTL},meta_cache=0"
+
+
+def hosts(tmp_path: Path, n: int = 2) -> list[Path]:
+    return [tmp_path / f"host{i}" for i in range(n)]
+
+
+async def after_ttl() -> None:
+    await trio.sleep(TTL + 0.1)
+
+
+async def gone(c: Core, path: str) -> bool:
+    try:
+        await c.stat(path)
+    except FsError as e:
+        assert e.errno == errno.ENOENT
+        return True
+    return False
+
+
+@pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
+def test_what_one_host_closes_the_others_next_open_returns(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.write("f", b"v1")
+        assert await b.read("f") == b"v1"
+        await a.write("f", b"version two")  # another size
+        assert await b.read("f") == b"version two"  # at once: open asks S3
+        await a.write("f", b"VERSION TWO")  # the same size
+        assert await b.read("f") == b"VERSION TWO"
+        await trio.to_thread.run_sync(
+            lambda: s3.put_object(Bucket=bucket, Key="f", Body=b"from another tool")
+        )
+        assert await b.read("f") == b"from another tool"
+        assert await a.read("f") == b"from another tool"
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
+
+
+@pytest.mark.semantics("HOSTS-VISIBLE")
+def test_creates_deletes_and_sizes_elsewhere_are_seen_within_kernel_ttl(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.mkdir("d")
+        await a.write("d/f", b"12345")
+        assert await b.listdir("d") == ["f"]
+        assert (await b.stat("d/f")).st_size == 5
+        assert await gone(b, "d/g")  # "no such file" is an answer b now holds
+        await a.write("d/g", b"new")
+        await a.write("d/f", b"1234567")
+        await a.unlink("d/f")
+        await a.write("d/f", b"123")
+        await after_ttl()
+        assert await b.listdir("d") == ["f", "g"]
+        assert (await b.stat("d/f")).st_size == 3
+        assert (await b.stat("d/g")).st_size == 3
+        await a.unlink("d/g")
+        await after_ttl()
+        assert await gone(b, "d/g")
+        assert await b.listdir("d") == ["f"]
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
+
+
+@pytest.mark.semantics("HOSTS-VISIBLE")
+def test_a_change_of_metadata_alone_elsewhere_is_seen(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """chmod (or touch, an xattr) on another host is one CopyObject: the ETag stays, the
+    LastModified moves on. LastModified has whole seconds: a change within the same second
+    as the previous one is not told apart (hence the sleep)."""
+
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.write("f", b"x")
+        assert stat.S_IMODE((await b.stat("f")).st_mode) == 0o644
+        await trio.sleep(1.1)
+        await a.fs.setattr(await a.ino("f"), Mode(0o600), ModeOnly(), None, CTX)
+        await after_ttl()
+        assert stat.S_IMODE((await b.stat("f")).st_mode) == 0o600
+        await trio.sleep(1.1)
+        md = {"mode": str(stat.S_IFREG | 0o640), "uid": "0", "gid": "0", "mtime": "1"}
+        await trio.to_thread.run_sync(
+            lambda: s3.copy_object(Bucket=bucket, Key="f", CopySource={"Bucket": bucket,
+                                   "Key": "f"}, Metadata=md, MetadataDirective="REPLACE")
+        )  # fmt: skip
+        await after_ttl()
+        assert stat.S_IMODE((await b.stat("f")).st_mode) == 0o640
+        assert stat.S_IMODE((await a.stat("f")).st_mode) == 0o640
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
+
+
+@pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
+def test_an_append_after_another_host_shrank_the_file_lands_at_its_end(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """The append offset is the end of the file as S3 has it, not the size this host saw
+    before (once: a hole of zeros between the new end and the old size)."""
+    old, new = os.urandom(3000), os.urandom(1000)
+
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.write("f", old)
+        assert (await b.stat("f")).st_size == 3000
+        await a.write("f", new)
+        await b.write("f", b"+", append=True)
+        assert await a.read("f") == new + b"+"
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
+
+
+def test_revalidating_costs_a_listing_per_directory_not_a_head_per_name(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    names = [f"f{i:03d}" for i in range(60)]
+
+    async def body(cores: list[Core]) -> None:
+        (a,) = cores
+        await a.mkdir("d")
+        proxy.clear()
+        for n in names:
+            await a.write(f"d/{n}", b"x")
+        writes = len(proxy.records)
+        assert writes <= 1.1 * len(names) + 2, f"{writes} requests for {len(names)} new files"
+        for n in names:
+            await a.stat(f"d/{n}")
+        await after_ttl()
+        proxy.clear()
+        for n in names:  # every answer is older than kernel_ttl now
+            assert (await a.stat(f"d/{n}")).st_size == 1
+        # the directory's marker answers for d itself (a listing shows no attributes of
+        # a directory), once; the files are answered by one LIST of d
+        assert [r.path.rsplit("/", 2)[-2:] for r in proxy.requests("HEAD")] == [["d", ""]]
+        assert len(proxy.requests("GET")) == 2  # the LISTs of the root and of d
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path, 1), body, OPTIONS)
+
+
+class ModeOnly:
+    update_mode = True
+    update_uid = update_gid = update_mtime = update_size = False
+
+
+class Mode:
+    def __init__(self, mode: int) -> None:
+        self.st_mode = mode
+        self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = 0
