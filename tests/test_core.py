@@ -450,3 +450,49 @@ def test_symlinks_exclusive_create_and_what_s3_cannot_hold_on_the_core(
     assert have == {"link": b"target", "other": b"x", "plain": b"p"}
     mode = int(s3.head_object(Bucket=bucket, Key="link")["Metadata"]["mode"])
     assert stat.S_ISLNK(mode)
+
+
+def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """The metadata cache keeps each HEAD answer with the ETag and LastModified of the
+    listing entry it was asked for. The bulk HEAD of a large directory outlives its
+    listing (cache_ttl is kernel_ttl, 1 s, by default): the answers that come after it
+    expired are kept all the same, so the next mount's `ls -l` costs the LISTs alone."""
+    names = [f"f{i:02d}" for i in range(40)]
+
+    async def write(c: Core) -> None:
+        await c.mkdir("d")
+        for n in names:
+            await c.write(f"d/{n}", b"x")
+
+    run_core(bucket, proxy.url, tmp_path / "writer", write, "meta_cache=0")
+
+    def headed(n: str) -> bool:
+        return bool(proxy.requests("HEAD", f"/d/{n}"))
+
+    async def ls_l_slowly(c: Core) -> None:
+        assert await c.listdir("d") == names
+        late = tuple(f"/d/{n}" for n in names[20:])  # HEADed by the bulk fetch alone
+        proxy.fault = lambda r: (
+            ("stall", 0.5) if r.method == "HEAD" and r.path.endswith(late) else None
+        )
+        try:
+            for n in names[:8]:  # the lookups of `ls -l` start the bulk HEAD
+                await c.stat(f"d/{n}")
+            with trio.fail_after(30):
+                while not all(headed(n) for n in names):
+                    await trio.sleep(0.05)
+        finally:
+            proxy.fault = None
+
+    async def ls_l(c: Core) -> None:
+        proxy.clear()
+        assert await c.listdir("d") == names
+        for n in names:
+            await c.stat(f"d/{n}")
+
+    proxy.clear()
+    run_core(bucket, proxy.url, tmp_path / "reader", ls_l_slowly, "kernel_ttl=0.2")
+    run_core(bucket, proxy.url, tmp_path / "reader", ls_l, "kernel_ttl=0.2")
+    assert [r.path for r in proxy.requests("HEAD") if not r.path.endswith("/")] == []

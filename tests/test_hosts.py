@@ -6,17 +6,21 @@ older than kernel_ttl; revalidating costs a LIST per directory, not a HEAD per n
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from s3fuse.errors import FsError
 from tests.core_harness import CTX, Core, run_hosts
-from tests.servers import RecordingProxy
+from tests.servers import MotoServer, RecordingProxy
 
 TTL = 0.4  # kernel_ttl of these mounts: the trust window (cache_ttl follows it)
 OPTIONS = f"kernel_ttl={TTL},meta_cache=0"
@@ -171,3 +175,56 @@ class Mode:
     def __init__(self, mode: int) -> None:
         self.st_mode = mode
         self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = 0
+
+
+WHO = st.sampled_from(["a", "b", "tool"])
+HOST_OPS = st.lists(
+    st.tuples(WHO, st.sampled_from(["write", "unlink", "read"]), st.sampled_from(["x", "y"]),
+              st.binary(max_size=40)),
+    min_size=1, max_size=12,
+)  # fmt: skip
+
+
+@pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(ops=HOST_OPS)
+def test_two_hosts_and_a_tool_match_a_model(
+    moto: MotoServer, s3: Any, tmp_path: Path, ops: list[tuple[str, str, str, bytes]]
+) -> None:
+    """Random writes, unlinks and reads by two hosts and another S3 tool: every read on
+    either host returns what was closed last, by whoever (kernel_ttl=0: nothing cached,
+    so the rule is the open's alone)."""
+    bucket = f"h-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=bucket)
+    model: dict[str, bytes] = {}
+
+    async def body(cores: list[Core]) -> None:
+        host = {"a": cores[0], "b": cores[1]}
+        for who, op, name, data in ops:
+            if op == "write":
+                if who == "tool":
+                    await trio.to_thread.run_sync(
+                        functools.partial(s3.put_object, Bucket=bucket, Key=name, Body=data)
+                    )
+                else:
+                    await host[who].write(name, data)
+                model[name] = data
+            elif op == "unlink" and name in model:
+                if who == "tool":
+                    await trio.to_thread.run_sync(
+                        functools.partial(s3.delete_object, Bucket=bucket, Key=name)
+                    )
+                else:
+                    await host[who].unlink(name)
+                del model[name]
+            elif op == "read" and who != "tool":
+                if name in model:
+                    assert await host[who].read(name) == model[name]
+                else:
+                    assert await gone(host[who], name)
+
+    spools = [tmp_path / f"{uuid.uuid4().hex[:8]}-{h}" for h in ("a", "b")]
+    run_hosts(bucket, moto.url, spools, body, "kernel_ttl=0,meta_cache=0")
+    have = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert have == set(model)

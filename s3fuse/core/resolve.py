@@ -139,11 +139,14 @@ class Resolver:
             if wanted(child_path):  # asked again: the lookup let other requests run
                 await self.file_node(child_path, info)
 
-    def remember(self, path: str, info: ObjectInfo) -> None:
+    def remember(self, path: str, info: ObjectInfo, child: Child | None = None) -> None:
         """Keep a HEAD answer for later mounts, with the ETag and LastModified its
-        directory's listing shows (the pair a later listing is compared with)."""
-        listing = self.fs.cache.listing(parent_of(path))
-        child = listing.children.get(basename(path)) if listing is not None else None
+        directory's listing shows (the pair a later listing is compared with): the listed
+        child the HEAD was asked for, or the cached listing's (which may have expired
+        while a long ls -l HEADed its way through the directory)."""
+        if child is None:
+            listing = self.fs.cache.listing(parent_of(path))
+            child = listing.children.get(basename(path)) if listing is not None else None
         if child is None or child.is_dir or child.etag != info.etag:
             return
         assert self.fs.meta_cache is not None
@@ -169,11 +172,15 @@ class Resolver:
             path, self.default_dir_attrs(), stored=False, etag="", full=True
         )
 
-    async def file_node(self, path: str, info: ObjectInfo | None = None) -> Node | None:
+    async def file_node(
+        self, path: str, info: ObjectInfo | None = None, *, listed: Child | None = None
+    ) -> Node | None:
+        """The file node for path from a HEAD (or the answer given); listed: the listing
+        entry the HEAD is asked for."""
         if info is None:
             info = await self.fs.store.head(self.fs.keys.file_key(path))
             if info is not None and self.fs.meta_cache is not None:
-                self.remember(path, info)
+                self.remember(path, info, listed)
         if info is None:
             return None
         return self.fs.table.install(
@@ -304,7 +311,7 @@ class Resolver:
         try:
             if child.is_dir:
                 return await self.dir_node(path)
-            return await self.file_node(path)
+            return await self.file_node(path, listed=child)
         finally:
             del self.inflight[path]
             ev.set()
