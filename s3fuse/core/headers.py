@@ -85,8 +85,7 @@ class Headers:
         params = await self.copy_params(node, tagging=tagging)
         res = await self.fs.store.copy_in_place(self.fs.keys.file_key(node.path), params)
         node.etag = res.etag or node.etag
-        node.last_modified_ns = res.last_modified_ns or node.last_modified_ns
-        node.lm_exact = bool(res.last_modified_ns)  # the copy has a new LastModified
+        node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         node.version_id = res.version_id or node.version_id
 
     async def copy_params(self, node: Node, *, tagging: str | None = None) -> dict[str, Any]:

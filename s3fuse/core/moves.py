@@ -108,8 +108,7 @@ class Moves:
                           "(%s); both names now hold the file", node.path, new_path, e)  # fmt: skip
                 raise
             node.etag = res.etag or node.etag
-            node.last_modified_ns = res.last_modified_ns or node.last_modified_ns
-            node.lm_exact = bool(res.last_modified_ns)
+            node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         # the spool entry's key (and journal) follow in _repath
 
     def repath(self, node: Node, old_path: str, new_path: str) -> None:

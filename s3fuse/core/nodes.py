@@ -66,6 +66,12 @@ class Node:
     lm_exact: bool = False  # last_modified_ns is S3's (a HEAD or a listing), not our clock
     target: bytes | None = None  # symlink target, once known
 
+    def written(self, last_modified_ns: int, *, otherwise: int) -> None:
+        """After our own upload or copy: the LastModified S3 answered (or its clock), else
+        ``otherwise`` and a LastModified this mount does not know."""
+        self.last_modified_ns = last_modified_ns or otherwise
+        self.lm_exact = bool(last_modified_ns)
+
     @property
     def is_dir(self) -> bool:
         return self.attrs.is_dir

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3fuse.core.cache import Child, DirListing
-from s3fuse.core.inodes import newer
 from s3fuse.core.types import ROOT_INODE, refuse
 from s3fuse.errors import FsError, StoreError
 from s3fuse.model import meta
@@ -58,12 +57,9 @@ class Resolver:
         if info is None:
             self.fs.cache.removed(parent_of(node.path), basename(node.path))
             raise refuse(errno.ENOENT)
-        same = node.full and info.etag == node.etag and info.size == node.attrs.size
-        if same and node.lm_exact:
-            same = not newer(info.last_modified_ns, node.last_modified_ns)
-        if same:
-            node.fetched = time.monotonic()
-            node.last_modified_ns, node.lm_exact = info.last_modified_ns, True
+        now = Child(False, info.size, info.etag, info.last_modified_ns)
+        if self.fs.table.same_version(node, now):  # the rule a listing is judged by
+            self.fs.table.confirm(node, now)
             return False
         await self.file_node(node.path, info)
         return True

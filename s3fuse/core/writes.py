@@ -107,8 +107,7 @@ class Writes:
         node.version_id = res.version_id
         node.integrity = dict(res.metadata)
         node.md5 = entry.last_md5
-        node.last_modified_ns = res.last_modified_ns or meta.now_ns()
-        node.lm_exact = bool(res.last_modified_ns)
+        node.written(res.last_modified_ns, otherwise=meta.now_ns())
         node.attrs.size = entry.size
         node.fetched = time.monotonic()
         self.fs.cache.added(
