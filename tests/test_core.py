@@ -100,7 +100,7 @@ KIND = st.sampled_from(["write", "append", "rename", "unlink", "read"])
 OPS = st.lists(st.tuples(KIND, NAME, NAME, st.binary(max_size=64)), min_size=1, max_size=14)
 
 
-@settings(max_examples=250, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(ops=OPS)
 def test_core_matches_a_model(

@@ -186,7 +186,7 @@ HOST_OPS = st.lists(
 
 
 @pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
-@settings(max_examples=80, deadline=None,
+@settings(max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(ops=HOST_OPS)
 def test_two_hosts_and_a_tool_match_a_model(
