@@ -51,6 +51,8 @@ CORRUPTION = (*CORRUPTED, "ChecksumMismatch")  # ... or what s3fuse's own checks
 # a CompleteMultipartUpload whose request was garbled on the way: send it again
 COMPLETE_GARBLED = ("MalformedXML", "InvalidPart", "InvalidPartOrder")
 CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict")  # a condition failed
+# a condition header the server does not implement (AWS's answers to unsupported ones)
+UNSUPPORTED = ("NotImplemented", "501", "InvalidArgument", "InvalidRequest")
 TRANSIENT = ("EndpointUnreachable", "InternalError", "ServiceUnavailable", "SlowDown",
              "RequestTimeout", "500", "502", "503", "504")  # fmt: skip
 # transient, and still failing after every retry: the server is down or overloaded

@@ -35,6 +35,17 @@ class Ctx:
 CTX = Ctx()
 
 
+class ModeOnly:
+    update_mode = True
+    update_uid = update_gid = update_mtime = update_size = False
+
+
+class Mode:
+    def __init__(self, mode: int) -> None:
+        self.st_mode = mode
+        self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = 0
+
+
 class Core:
     """One core over a bucket, as a mount would have it, plus path-level helpers."""
 
@@ -119,6 +130,9 @@ class Core:
     async def unlink(self, path: str) -> None:
         parent, name = self._split(path)
         await self.fs.unlink(await self.ino(parent), name, CTX)
+
+    async def chmod(self, path: str, mode: int) -> None:
+        await self.fs.setattr(await self.ino(path), Mode(mode), ModeOnly(), None, CTX)
 
     async def rename(self, old: str, new: str, flags: int = 0) -> None:
         (op, on), (np, nn) = self._split(old), self._split(new)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s3fuse.errors import FsError
-from tests.core_harness import CTX, Core, run_hosts
+from tests.core_harness import Core, run_hosts
 from tests.servers import MotoServer, RecordingProxy
 
 TTL = 0.4  # kernel_ttl of these mounts: the trust window (cache_ttl follows it)
@@ -104,7 +104,7 @@ def test_a_change_of_metadata_alone_elsewhere_is_seen(
         await a.write("f", b"x")
         assert stat.S_IMODE((await b.stat("f")).st_mode) == 0o644
         await trio.sleep(1.1)
-        await a.fs.setattr(await a.ino("f"), Mode(0o600), ModeOnly(), None, CTX)
+        await a.chmod("f", 0o600)
         await after_ttl()
         assert stat.S_IMODE((await b.stat("f")).st_mode) == 0o600
         await trio.sleep(1.1)
@@ -164,17 +164,6 @@ def test_revalidating_costs_a_listing_per_directory_not_a_head_per_name(
         assert len(proxy.requests("GET")) == 2  # the LISTs of the root and of d
 
     run_hosts(bucket, proxy.url, hosts(tmp_path, 1), body, OPTIONS)
-
-
-class ModeOnly:
-    update_mode = True
-    update_uid = update_gid = update_mtime = update_size = False
-
-
-class Mode:
-    def __init__(self, mode: int) -> None:
-        self.st_mode = mode
-        self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = 0
 
 
 WHO = st.sampled_from(["a", "b", "tool"])

@@ -15,6 +15,7 @@ from s3fuse.core import inodes
 from s3fuse.core.cache import Caches
 from s3fuse.core.dirs import Dirs
 from s3fuse.core.files import Files
+from s3fuse.core.guard import Guard
 from s3fuse.core.headers import Headers
 from s3fuse.core.inodes import InodeTable
 from s3fuse.core.metacache import MetaCache
@@ -76,6 +77,7 @@ class S3Fs:
         self.dirs = Dirs(self)
         self.moves = Moves(self)
         self.xattrs = XattrOps(self)
+        self.guard = Guard(self)  # conflict=detect for copies and deletes
 
     @property
     def meta_cache(self) -> MetaCache | None:

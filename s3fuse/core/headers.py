@@ -12,6 +12,7 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 from s3fuse.core.types import AttrChanges, Caller, Entry, NewAttrs, refuse
+from s3fuse.errors import NOT_FOUND, FsError, StoreError
 from s3fuse.model import meta, requests, xattrs
 from s3fuse.model.keys import basename
 from s3fuse.s3.parallel import each
@@ -82,8 +83,18 @@ class Headers:
         ACL grants (S3 does not copy ACLs), content headers, metadata, lock settings.
         Tags are copied by S3 unless they are what changed."""
         tagging = node.hdrs.get("tagging", "") if tagging_changed else None
-        params = await self.copy_params(node, tagging=tagging)
-        res = await self.fs.store.copy_in_place(self.fs.keys.file_key(node.path), params)
+        key = self.fs.keys.file_key(node.path)
+        try:
+            params = await self.copy_params(node, tagging=tagging)
+            res = await self.fs.guard.copy(key, key, params, src_etag=node.etag)
+        except (FsError, StoreError) as e:
+            if isinstance(e, StoreError) and e.code not in NOT_FOUND:
+                raise
+            await self.fs.guard.relearn(node.path)
+            log.error("change of %r's attributes not applied: %s", node.path, e)
+            if isinstance(e, StoreError):
+                raise FsError(errno.ENOENT, "deleted by another writer") from None
+            raise
         node.etag = res.etag or node.etag
         node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         node.version_id = res.version_id or node.version_id

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from s3fuse.core import bulk
 from s3fuse.core.cache import Child
 from s3fuse.core.types import RENAME_EXCHANGE, RENAME_NOREPLACE, Caller, refuse
-from s3fuse.errors import FsError, StoreError
+from s3fuse.errors import NOT_FOUND, FsError, StoreError
 from s3fuse.model.keys import basename, parent_of
 from s3fuse.spool.entry import CLEAN
 
@@ -70,8 +70,9 @@ class Moves:
             await bulk.move_prefix(
                 self.fs.store, self.fs.keys.dir_prefix(old_path), self.fs.keys.dir_prefix(new_path)
             )
+            replaced_meanwhile = False
         else:
-            await self.move_file(node, new_path)
+            replaced_meanwhile = await self.move_file(node, new_path, target)
         if target is not None:
             if target.is_dir and target.stored:
                 await self.fs.store.delete(self.fs.keys.marker_key(target.path))
@@ -79,7 +80,7 @@ class Moves:
                 # nothing was copied over the target's object (the renamed file's upload
                 # is still pending): the object goes, as the rename says; the pending
                 # upload stores the new content under that key later
-                await self.fs.store.delete(self.fs.keys.file_key(target.path))
+                await self.delete_target(target)
             self.fs.files.supersede(target)  # its key now holds the renamed file
         self.repath(node, old_path, new_path)
         self.fs.cache.removed(old_parent.path, basename(old_path))
@@ -87,19 +88,42 @@ class Moves:
         self.fs.cache.added(
             new_parent.path, basename(new_path), Child(node.is_dir, node.size, node.etag)
         )
+        if replaced_meanwhile:
+            await self.fs.guard.relearn(old_path)  # the other writer's file, not ours
 
-    async def move_file(self, node: Node, new_path: str) -> None:
+    async def move_file(self, node: Node, new_path: str, target: Node | None) -> bool:
         """Copy (every header re-sent) then delete. A file whose upload is pending and
-        that S3 does not hold yet only gets a new key (in _repath): nothing to copy."""
+        that S3 does not hold yet only gets a new key (in _repath): nothing to copy.
+        With conflict=detect the copy goes only while the source is the version this
+        mount saw and the destination what it saw (absent, or target's version); the
+        delete only while the source still is that version. True when another writer
+        replaced the source between the two: it stays (the copy holds ours)."""
         old_key = self.fs.keys.file_key(node.path)
         new_key = self.fs.keys.file_key(new_path)
+        replaced_meanwhile = False
         if node.stored:
             await self.fs.names.exact(node)
-            res = await self.fs.store.copy(
-                old_key, new_key, await self.fs.headers.copy_params(node)
-            )
+            dest = target if target is not None and target.stored else None
             try:
-                await self.fs.store.delete(old_key)
+                res = await self.fs.guard.copy(
+                    old_key, new_key, await self.fs.headers.copy_params(node),
+                    src_etag=node.etag, dest_absent=dest is None,
+                    dest_etag=dest.etag if dest is not None else None,
+                )  # fmt: skip
+            except (FsError, StoreError) as e:
+                if isinstance(e, StoreError) and e.code not in NOT_FOUND:
+                    raise
+                await self.fs.guard.relearn(node.path)
+                await self.fs.guard.relearn(new_path)
+                log.error("rename of %r to %r not done: %s", node.path, new_path, e)
+                if isinstance(e, StoreError):
+                    raise FsError(errno.ENOENT, "deleted by another writer") from None
+                raise
+            try:
+                replaced_meanwhile = not await self.fs.guard.delete(old_key, node.etag)
+                if replaced_meanwhile:
+                    log.warning("rename of %r to %r: another writer replaced the first after "
+                                "the copy; their version stays", node.path, new_path)  # fmt: skip
             except StoreError as e:
                 # the rename fails, both names hold the bytes: show the copy too
                 copied = Child(False, node.attrs.size, res.etag)
@@ -110,6 +134,15 @@ class Moves:
             node.etag = res.etag or node.etag
             node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         # the spool entry's key (and journal) follow in _repath
+        return replaced_meanwhile
+
+    async def delete_target(self, target: Node) -> None:
+        """The object a rename replaces, when nothing was copied over it."""
+        if not await self.fs.guard.delete(self.fs.keys.file_key(target.path), target.etag):
+            await self.fs.guard.relearn(target.path)
+            log.error("rename over %r not done: another writer replaced it since this mount "
+                      "saw it", target.path)  # fmt: skip
+            raise FsError(errno.ESTALE, "replaced by another writer")
 
     def repath(self, node: Node, old_path: str, new_path: str) -> None:
         """Move node (and, for a directory, everything known below it) to new_path."""

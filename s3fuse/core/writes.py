@@ -148,18 +148,24 @@ class Writes:
 
     def conflict(self, node: Node, entry: SpoolEntry, base: str | None, now: str | None) -> None:
         """Another writer changed the key: keep our bytes in recovered/, leave theirs."""
-        dest = self.fs.spool.quarantine(entry.data_path, entry.key)
-        entry.set_state(CLEAN)
-        entry.close()
-        node.entry = None
-        node.full = False
-        node.fetched = 0.0
+        dest = self.keep_local(node, entry)
         log.error(
             "conflict: %r was changed by another writer (ours was based on ETag %s, S3 now "
             "has %s); S3 was not overwritten, the local version is in %s",
             node.path, base or "(new file)", now or "(deleted)", dest,
         )  # fmt: skip
         raise FsError(errno.EEXIST if base is None else errno.ESTALE, "write conflict")
+
+    def keep_local(self, node: Node, entry: SpoolEntry) -> str:
+        """Move node's spooled bytes to recovered/ (S3 holds another writer's version
+        now); returns where they are."""
+        dest = self.fs.spool.quarantine(entry.data_path, entry.key)
+        entry.set_state(CLEAN)
+        entry.close()
+        node.entry = None
+        node.full = False
+        node.fetched = 0.0
+        return dest
 
     async def flush(self, fh: int) -> None:
         h = self.fs.table.handle(fh)

@@ -192,10 +192,30 @@ def sse_c_copy_source(key: bytes | None) -> Params:
 
 
 # ------------------------------------------------------------------ conditions
+def quoted(etag: str) -> str:
+    """An ETag as condition headers carry it."""
+    return f'"{etag}"'
+
+
 def conditions(base_etag: str | None) -> dict[str, str]:
     """Conditions of a conflict-detecting upload: create only if absent, or replace only
     the version it was based on."""
-    return {"IfNoneMatch": "*"} if base_etag is None else {"IfMatch": f'"{base_etag}"'}
+    return {"IfNoneMatch": "*"} if base_etag is None else {"IfMatch": quoted(base_etag)}
+
+
+def copy_conditions(
+    source_etag: str | None, *, dest_absent: bool = False, dest_etag: str | None = None
+) -> dict[str, str]:
+    """Conditions of a conflict-detecting CopyObject: the source is still the version
+    this mount saw; the destination is still absent, or still the version it saw."""
+    out: dict[str, str] = {}
+    if source_etag:
+        out["CopySourceIfMatch"] = quoted(source_etag)
+    if dest_absent:
+        out["IfNoneMatch"] = "*"
+    elif dest_etag:
+        out["IfMatch"] = quoted(dest_etag)
+    return out
 
 
 def unquoted(conds: dict[str, str]) -> dict[str, str] | None:

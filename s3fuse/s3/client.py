@@ -12,8 +12,7 @@ import contextlib
 import functools
 import io
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
@@ -31,6 +30,7 @@ from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3 import multipart
+from s3fuse.s3.failures import translated
 from s3fuse.s3.types import (
     Listing,
     ObjectInfo,
@@ -148,53 +148,8 @@ class Store:
             status = getattr(http_response, "status_code", "?")
             log.debug("%s -> %s", model.name, status)
 
-    @contextmanager
-    def _errors(self, op: str, key: str = "") -> Iterator[None]:
-        try:
-            yield
-        except botocore.exceptions.ClientError as e:
-            err = e.response.get("Error", {})
-            meta = e.response.get("ResponseMetadata", {})
-            status = int(meta.get("HTTPStatusCode", 0) or 0)
-            code = str(err.get("Code") or status or "Unknown")
-            se = StoreError(
-                code,
-                str(err.get("Message") or e),
-                op=op,
-                key=key,
-                status=status,
-                request_id=str(meta.get("RequestId", "")),
-            )
-            self.stats.error(code)
-            raise se from None
-        except (
-            botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ConnectionClosedError,
-            botocore.exceptions.ReadTimeoutError,
-            botocore.exceptions.ConnectTimeoutError,
-        ) as e:
-            self.stats.error("EndpointUnreachable")
-            raise StoreError(
-                "EndpointUnreachable",
-                f"cannot reach {self.cfg.endpoint_url or 'the S3 endpoint'}: {e}",
-                op=op,
-                key=key,
-            ) from None
-        except botocore.exceptions.NoCredentialsError:
-            self.stats.error("NoCredentials")
-            raise StoreError(
-                "NoCredentials",
-                "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "a profile, or ~/.aws/credentials)",
-                op=op,
-                key=key,
-            ) from None
-        except botocore.exceptions.BotoCoreError as e:
-            self.stats.error(type(e).__name__)
-            raise StoreError(type(e).__name__, str(e), op=op, key=key) from None
-
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        with self._errors(op, key):
+        with translated(op, key, self.stats, self.cfg.endpoint_url):
             return fn()
 
     async def _run(
@@ -438,10 +393,14 @@ class Store:
 
         await self._run(self.upload_limiter, "AbortMultipartUpload", key, do)
 
-    async def copy(self, src: str, dst: str, headers: dict[str, Any]) -> PutResult:
+    async def copy(
+        self, src: str, dst: str, headers: dict[str, Any],
+        conditions: dict[str, str] | None = None,
+    ) -> PutResult:  # fmt: skip
         """CopyObject src -> dst with MetadataDirective REPLACE: every header in
         ``headers`` is re-sent (S3 copies neither ACLs nor, with REPLACE, metadata; it
-        copies tags unless TaggingDirective says REPLACE). Objects up to 5 GiB."""
+        copies tags unless TaggingDirective says REPLACE). Objects up to 5 GiB.
+        ``conditions``: CopySourceIfMatch / IfNoneMatch / IfMatch (model/requests.py)."""
 
         def do() -> PutResult:
             r = self._client.copy_object(
@@ -452,15 +411,13 @@ class Store:
                 **headers,
                 **self._ssec,
                 **self._ssec_copy,
+                **(conditions or {}),
             )
             res = r.get("CopyObjectResult", {})
             lm = _ns(res.get("LastModified")) or server_time_ns(r)
             return PutResult(strip_etag(res.get("ETag")), r.get("VersionId"), last_modified_ns=lm)
 
         return await self._run(self.upload_limiter, "CopyObject", dst, do)
-
-    async def copy_in_place(self, key: str, headers: dict[str, Any]) -> PutResult:
-        return await self.copy(key, key, headers)
 
     async def list_all(self, prefix: str) -> list[ObjectInfo]:
         """Every object under prefix, recursively (all pages)."""
@@ -490,10 +447,13 @@ class Store:
 
         return await self._run(self.meta_limiter, "GetObjectTagging", key, do)
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, if_match: str | None = None) -> None:
+        """DeleteObject; with if_match, only the version with that ETag (a server that
+        implements the condition answers PreconditionFailed otherwise)."""
+        cond = {"IfMatch": requests.quoted(if_match)} if if_match else {}
         await self._run(
             self.meta_limiter,
             "DeleteObject",
             key,
-            lambda: self._client.delete_object(Bucket=self.bucket, Key=key),
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=key, **cond),
         )
