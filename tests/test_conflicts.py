@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from s3fuse.core.types import RENAME_NOREPLACE
 from s3fuse.errors import FsError
 from s3fuse.s3 import conditions
 from tests.conftest import Backend
-from tests.core_harness import Core, run_hosts
+from tests.core_harness import CTX, Core, run_hosts
 from tests.servers import Recorded
 
 # a long trust window: the host acts on the version it saw, not on what S3 holds now
@@ -87,6 +88,7 @@ def test_the_probe_finds_which_conditions_the_server_checks(
     assert "CopyObject If-None-Match (ignored)" in warnings[0].getMessage()
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_unlink_leaves_a_version_written_elsewhere(server: Backend, tmp_path: Path) -> None:
     async def body(c: Core, bucket: str, tool: Any) -> None:
         await c.write("f", b"ours")
@@ -100,6 +102,7 @@ def test_unlink_leaves_a_version_written_elsewhere(server: Backend, tmp_path: Pa
     on_host(server, tmp_path, body)
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_rename_leaves_a_source_replaced_elsewhere(server: Backend, tmp_path: Path) -> None:
     async def body(c: Core, bucket: str, tool: Any) -> None:
         await c.write("f", b"ours")
@@ -115,6 +118,7 @@ def test_rename_leaves_a_source_replaced_elsewhere(server: Backend, tmp_path: Pa
     on_host(server, tmp_path, body)
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_rename_does_not_overwrite_a_name_created_elsewhere(
     server: Backend, tmp_path: Path
 ) -> None:
@@ -137,6 +141,7 @@ def test_rename_does_not_overwrite_a_name_created_elsewhere(
     on_host(server, tmp_path, body)
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_rename_over_a_file_replaced_elsewhere_is_refused(server: Backend, tmp_path: Path) -> None:
     async def body(c: Core, bucket: str, tool: Any) -> None:
         await c.write("f", b"ours")
@@ -152,6 +157,7 @@ def test_rename_over_a_file_replaced_elsewhere_is_refused(server: Backend, tmp_p
     on_host(server, tmp_path, body)
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_chmod_applies_only_to_the_version_this_host_saw(server: Backend, tmp_path: Path) -> None:
     async def body(c: Core, bucket: str, tool: Any) -> None:
         await c.write("f", b"ours")
@@ -192,6 +198,7 @@ def is_copy(r: Recorded) -> bool:
     return r.method == "PUT" and "x-amz-copy-source" in r.headers
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_a_version_written_between_a_renames_copy_and_delete_stays(
     server: Backend, tmp_path: Path
 ) -> None:
@@ -212,6 +219,7 @@ def test_a_version_written_between_a_renames_copy_and_delete_stays(
     on_host(server, tmp_path, body)
 
 
+@pytest.mark.semantics("HOSTS-DETECT")
 def test_a_delete_the_server_checks_never_removes_a_version_written_just_before(
     moto_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,3 +298,38 @@ def test_a_server_that_refuses_the_conditions_gets_checks_by_head_and_one_warnin
     finally:
         moto_backend.proxy.fault = None
     assert len([r for r in caplog.records if "does not check" in r.getMessage()]) == 1
+
+
+@pytest.mark.semantics("HOSTS-DETECT", "CONC-DETECT")
+def test_two_hosts_racing_lose_no_update(server: Backend, tmp_path: Path) -> None:
+    """Host b overwrites what host a is about to rename, chmod, unlink or overwrite: b's
+    version always stays, a's own unsaved bytes go to a's recovered/."""
+    bucket = server.bucket()
+    tool = server.client()
+    spools = [tmp_path / "a", tmp_path / "b"]
+
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.write("f", b"a's first")
+        assert await b.read("f") == b"a's first"
+        await b.write("f", b"b's 1")
+        await refused(errno.ESTALE, a.rename("f", "g"))
+        await b.write("f", b"b's 2")
+        await refused(errno.ESTALE, a.chmod("f", 0o600))
+        await b.write("f", b"b's 3")
+        await refused(errno.ESTALE, a.unlink("f"))
+        assert await a.read("f") == b"b's 3"  # a knows b's version now
+        opened = await a.fs.open(await a.ino("f"), os.O_WRONLY | os.O_TRUNC, CTX)
+        try:
+            await b.write("f", b"b's 4")  # while a has it open
+            await a.fs.write(opened.fh, 0, b"a's second")
+            await refused(errno.ESTALE, a.fs.flush(opened.fh))
+        finally:
+            await a.fs.release(opened.fh)
+        assert body_of(tool, bucket, "f") == b"b's 4"
+        assert body_of(tool, bucket, "g") is None
+        assert await a.read("f") == b"b's 4"
+
+    run_hosts(bucket, server.proxy.url, spools, body, OPTIONS)
+    kept = [p.read_bytes() for p in (spools[0] / "recovered").rglob("*") if p.is_file()]
+    assert kept == [b"a's second"]

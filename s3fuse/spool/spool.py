@@ -24,7 +24,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
-from s3fuse.errors import StoreError
+from s3fuse.errors import CONFLICT, StoreError
 from s3fuse.s3.types import PutResult
 from s3fuse.spool import recovery, upload
 from s3fuse.spool.entry import CLEAN, CLOSING, OPEN, SpoolEntry, SpoolError
@@ -137,6 +137,8 @@ class Spool:
                 res = await self.send(entry.key, entry.data_path, entry.size, headers,
                                       conditions, md5=md5, data=data)  # fmt: skip
             except StoreError as e:
+                if conditions and e.code in CONFLICT:
+                    raise  # not a failure: the caller resends unquoted or keeps ours aside
                 self.failed[entry.key] = f"{e.code}: {e.message}"
                 log.error(
                     "upload of %r failed (%s: %s); its data stays in the spool at %s",
