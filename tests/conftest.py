@@ -217,6 +217,17 @@ class Backend:
     proxy: RecordingProxy
     env: dict[str, str]  # credentials for s3fuse
     kms_key: str | None = None
+    # RGW: a proxy in front of a second gateway over the same cluster, the way hosts of a
+    # fleet reach one distributed store through different endpoints
+    second: RecordingProxy | None = None
+
+    def host_proxy(self, host: int) -> RecordingProxy:
+        """The proxy host number `host` talks through: hosts 1, 3, ... use the second
+        gateway where there is one."""
+        return self.second if host % 2 and self.second is not None else self.proxy
+
+    def proxies(self) -> list[RecordingProxy]:
+        return [self.proxy] + ([self.second] if self.second is not None else [])
 
     def client(self) -> Any:
         return boto3.client(
@@ -237,15 +248,18 @@ class Backend:
 def rgw_backend() -> Iterator[Backend]:
     if os.environ.get("S3FUSE_SKIP_RGW"):
         pytest.skip("S3FUSE_SKIP_RGW is set")
-    server = RgwServer().start()
+    server = RgwServer(gateways=2).start()
     p = RecordingProxy(server.url)
+    assert server.url_2 is not None
+    p2 = RecordingProxy(server.url_2)
     try:
         yield Backend("rgw", server.url, p, {
             "AWS_ACCESS_KEY_ID": server.env["S3_ACCESS_KEY"],
             "AWS_SECRET_ACCESS_KEY": server.env["S3_SECRET_KEY"],
-        }, server.env["S3_KMS_KEY_ID"])  # fmt: skip
+        }, server.env["S3_KMS_KEY_ID"], second=p2)  # fmt: skip
     finally:
         p.close()
+        p2.close()
         server.stop()
 
 
@@ -262,7 +276,9 @@ def moto_backend(moto: MotoServer) -> Iterator[Backend]:
 @pytest.fixture(params=["moto", "rgw"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     b: Backend = request.getfixturevalue(f"{request.param}_backend")
-    b.proxy.fault = None
-    b.proxy.clear()
+    for p in b.proxies():
+        p.fault = None
+        p.clear()
     yield b
-    b.proxy.fault = None
+    for p in b.proxies():
+        p.fault = None

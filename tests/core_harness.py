@@ -185,12 +185,16 @@ def run_core(
 
 
 def run_hosts(
-    bucket: str, endpoint: str, spools: list[Path],
+    bucket: str, endpoint: str | list[str], spools: list[Path],
     body: Callable[[list[Core]], Awaitable[Any]], *options: str,
 ) -> Any:  # fmt: skip
     """body(cores): several cores over one bucket in one trio loop, each with its own
-    spool and caches: the hosts of a fleet that share a bucket, without kernels."""
-    daemons = [_daemon(bucket, endpoint, spool, options) for spool in spools]
+    spool and caches: the hosts of a fleet that share a bucket, without kernels. One
+    endpoint for all, or one per host (gateways of one cluster)."""
+    endpoints = endpoint if isinstance(endpoint, list) else [endpoint] * len(spools)
+    daemons = [
+        _daemon(bucket, url, spool, options) for url, spool in zip(endpoints, spools, strict=True)
+    ]
 
     async def main() -> Any:
         async with contextlib.AsyncExitStack() as stack:

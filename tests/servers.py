@@ -269,17 +269,19 @@ class RgwServer:
     """A one-node Ceph RADOS Gateway (scripts/rgw/start): a real, validating S3 server.
     Data lives in RAM; the state directory and every daemon go away at stop()."""
 
-    def __init__(self, memstore_bytes: int | None = None) -> None:
+    def __init__(self, memstore_bytes: int | None = None, gateways: int = 1) -> None:
         self.port = next(
             p for p in range(7010, 7091, 10) if all(port_free(p + i) for i in range(10))
         )
         self.env: dict[str, str] = {}
         self.memstore_bytes = memstore_bytes  # RAM for object data (scripts/rgw/start: 1 GiB)
+        self.gateways = gateways  # 2: a second radosgw over the same cluster (url_2)
 
     def start(self) -> RgwServer:
         env = dict(os.environ)
         if self.memstore_bytes:
             env["S3SRV_MEMSTORE_BYTES"] = str(self.memstore_bytes)
+        env["S3SRV_GATEWAYS"] = str(self.gateways)
         r = subprocess.run(
             [os.path.join(ROOT, "scripts/rgw/start"), str(self.port)],
             capture_output=True,
@@ -294,6 +296,7 @@ class RgwServer:
             k, _, v = line.partition("=")
             self.env[k] = v
         self.url = self.env["S3_ENDPOINT_URL"]
+        self.url_2 = self.env.get("S3_ENDPOINT_URL_2")
         return self
 
     def stop(self) -> None:

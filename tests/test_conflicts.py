@@ -330,6 +330,7 @@ def test_two_hosts_racing_lose_no_update(server: Backend, tmp_path: Path) -> Non
         assert body_of(tool, bucket, "g") is None
         assert await a.read("f") == b"b's 4"
 
-    run_hosts(bucket, server.proxy.url, spools, body, OPTIONS)
+    endpoints = [server.host_proxy(i).url for i in range(2)]  # RGW: two gateways
+    run_hosts(bucket, endpoints, spools, body, OPTIONS)
     kept = [p.read_bytes() for p in (spools[0] / "recovered").rglob("*") if p.is_file()]
     assert kept == [b"a's second"]

@@ -1,7 +1,9 @@
 """Two mounts of one bucket (two hosts) and boto3 as a third writer, through the kernel,
 on moto and on Ceph RGW (issue 14): what one closes the other's next open returns, at
 once; stat answers follow within kernel_ttl; old bytes are never served after the change
-was visible. The same rules without a kernel: tests/test_hosts.py."""
+was visible. On RGW the two hosts go through two gateways of one cluster (the
+deployment of a fleet on a distributed store). The same rules without a kernel:
+tests/test_hosts.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import Backend
-from tests.test_integrity import mount
 
 pytestmark = pytest.mark.mounted
 
@@ -22,9 +23,17 @@ SLACK = 1.5  # kernel_ttl (1 s) and a little
 
 
 def two_hosts(mount_factory: Any, backend: Backend, bucket: str, tmp_path: Path) -> Any:
-    a = mount(mount_factory, backend, bucket, root=tmp_path / "host-a")
-    b = mount(mount_factory, backend, bucket, root=tmp_path / "host-b")
-    return a, b
+    """Host a through the first gateway, host b through the second where there is one."""
+    hosts = [
+        mount_factory(
+            bucket,
+            endpoint=backend.host_proxy(i).url,
+            env=backend.env,
+            root=tmp_path / f"host-{name}",
+        )
+        for i, name in enumerate("ab")
+    ]
+    return hosts
 
 
 @pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
@@ -45,6 +54,8 @@ def test_the_next_open_on_another_host_returns_what_was_closed(
     with open(b / "f", "ab") as f:  # an append lands at the end of the current version
         f.write(b"+")
     assert (a / "f").read_bytes() == b"0123+"
+    if backend.second is not None:  # host b's reads and writes went through gateway 2
+        assert backend.second.requests("GET") and backend.second.requests("PUT")
 
 
 @pytest.mark.semantics("HOSTS-VISIBLE")
