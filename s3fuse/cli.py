@@ -1,4 +1,5 @@
-"""Command line: ``s3fuse mount``, ``s3fuse umount`` and the ``mount.s3fuse`` helper."""
+"""Command line: ``s3fuse mount``, ``umount``, ``status``, ``versions`` and the
+``mount.s3fuse`` helper."""
 
 from __future__ import annotations
 
@@ -305,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='machine-readable: {"success": true, "data": {"mounts": [...]}}',
     )
+    pv = sub.add_parser(
+        "versions",
+        help="older versions of a file (versioned buckets)",
+        description="List the versions S3 keeps of a file on an s3fuse mount (the bucket "
+        "must have versioning enabled), current first; with --restore, copy one of them "
+        "(server-side) to a new file beside it, NAME.vYYYYmmddTHHMMSSZ-ID, and print its "
+        "path. The current version is never changed. Works through the mount: no "
+        "credentials needed.",
+    )
+    pv.add_argument("file", metavar="FILE")
+    pv.add_argument("--restore", metavar="VERSION_ID", help="the version to copy out")
+    pv.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("_daemon", help=argparse.SUPPRESS)
     return parser
 
@@ -320,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_umount(args.mountpoint, args.timeout)
     if args.command == "status":
         return cmd_status(args.mountpoint, args.json)
+    if args.command == "versions":
+        from s3fuse.versions_cmd import cmd_versions
+
+        return cmd_versions(args.file, args.restore, args.json)
     try:
         cfg = _config(args)
     except ConfigError as e:

@@ -273,6 +273,20 @@ def moto_backend(moto: MotoServer) -> Iterator[Backend]:
     p.close()
 
 
+@pytest.fixture(params=["moto", pytest.param("rgw", marks=pytest.mark.rgw)])
+def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """Both servers for tests of the core without a kernel (which takes its credentials
+    from the environment); the RGW half runs with the mounted tests (marker rgw)."""
+    b: Backend = request.getfixturevalue(f"{request.param}_backend")
+    for k, v in b.env.items():
+        monkeypatch.setenv(k, v)
+    for p in b.proxies():
+        p.fault = None
+    yield b
+    for p in b.proxies():
+        p.fault = None
+
+
 @pytest.fixture(params=["moto", "rgw"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     b: Backend = request.getfixturevalue(f"{request.param}_backend")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from s3fuse.config import MountConfig, apply_options
@@ -131,6 +132,12 @@ class Core:
         parent, name = self._split(path)
         await self.fs.unlink(await self.ino(parent), name, CTX)
 
+    async def getxattr(self, path: str, name: str) -> bytes:
+        return await self.fs.getxattr(await self.ino(path), name.encode(), CTX)
+
+    async def setxattr(self, path: str, name: str, value: bytes) -> None:
+        await self.fs.setxattr(await self.ino(path), name.encode(), value, CTX)
+
     async def chmod(self, path: str, mode: int) -> None:
         await self.fs.setattr(await self.ino(path), Mode(mode), ModeOnly(), None, CTX)
 
@@ -206,3 +213,34 @@ def run_hosts(
     finally:
         for d in daemons:
             d.close()
+
+
+def on_host(
+    server: Any, tmp_path: Path, body: Callable[[Core, str, Any], Awaitable[None]],
+    *options: str, setup: Callable[[Any, str], None] | None = None,
+) -> str:  # fmt: skip
+    """body(core, bucket, tool) on one host over a new bucket of server (a conftest
+    Backend), boto3 as another client (straight to the server, not through the proxy);
+    setup(tool, bucket) before the host starts. Returns the bucket."""
+    bucket = server.bucket()
+    tool = server.client()
+    if setup is not None:
+        setup(tool, bucket)
+    run_hosts(bucket, server.proxy.url, [tmp_path / "host"],
+              lambda cores: body(cores[0], bucket, tool), *options)  # fmt: skip
+    return bucket
+
+
+def body_of(tool: Any, bucket: str, key: str) -> bytes | None:
+    """An object's bytes as another client reads them, None when there is none."""
+    try:
+        return bytes(tool.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except tool.exceptions.NoSuchKey:
+        return None
+
+
+async def refused(errno_: int, op: Awaitable[Any]) -> None:
+    """op fails with FsError(errno_)."""
+    with pytest.raises(FsError) as e:
+        await op
+    assert e.value.errno == errno_, e.value

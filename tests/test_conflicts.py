@@ -10,57 +10,21 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from s3fuse.core.types import RENAME_NOREPLACE
-from s3fuse.errors import FsError
 from s3fuse.s3 import conditions
 from tests.conftest import Backend
-from tests.core_harness import CTX, Core, run_hosts
+from tests.core_harness import CTX, Core, body_of, on_host, refused, run_hosts
 from tests.servers import Recorded
 
 # a long trust window: the host acts on the version it saw, not on what S3 holds now
 OPTIONS = "kernel_ttl=30,conflict=detect,meta_cache=0"
 THEIRS = b"written by another client"
-
-
-@pytest.fixture(params=["moto", pytest.param("rgw", marks=pytest.mark.rgw)])
-def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    b: Backend = request.getfixturevalue(f"{request.param}_backend")
-    for k, v in b.env.items():
-        monkeypatch.setenv(k, v)
-    b.proxy.fault = None
-    yield b
-    b.proxy.fault = None
-
-
-def on_host(
-    server: Backend, tmp_path: Path, body: Callable[[Core, str, Any], Awaitable[None]]
-) -> str:
-    """body(core, bucket, tool): one host with conflict=detect, boto3 as the other client
-    (straight to the server, not through the proxy)."""
-    bucket = server.bucket()
-    tool = server.client()
-    run_hosts(bucket, server.proxy.url, [tmp_path / "host"],
-              lambda cores: body(cores[0], bucket, tool), OPTIONS)  # fmt: skip
-    return bucket
-
-
-def body_of(tool: Any, bucket: str, key: str) -> bytes | None:
-    try:
-        return bytes(tool.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except tool.exceptions.NoSuchKey:
-        return None
-
-
-async def refused(errno_: int, op: Awaitable[None]) -> None:
-    with pytest.raises(FsError) as e:
-        await op
-    assert e.value.errno == errno_, e.value
 
 
 def test_the_probe_finds_which_conditions_the_server_checks(
@@ -82,7 +46,7 @@ def test_the_probe_finds_which_conditions_the_server_checks(
         assert tool.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
     with caplog.at_level(logging.WARNING, "s3fuse.core.guard"):
-        on_host(server, tmp_path, body)
+        on_host(server, tmp_path, body, OPTIONS)
     warnings = [r for r in caplog.records if "does not check" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "CopyObject If-None-Match (ignored)" in warnings[0].getMessage()
@@ -99,7 +63,7 @@ def test_unlink_leaves_a_version_written_elsewhere(server: Backend, tmp_path: Pa
         await c.unlink("f")  # ... and may delete that one
         assert body_of(tool, bucket, "f") is None
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 @pytest.mark.semantics("HOSTS-DETECT")
@@ -115,7 +79,7 @@ def test_rename_leaves_a_source_replaced_elsewhere(server: Backend, tmp_path: Pa
         await refused(errno.ENOENT, c.rename("f", "g"))  # deleted elsewhere
         assert body_of(tool, bucket, "g") is None
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 @pytest.mark.semantics("HOSTS-DETECT")
@@ -138,7 +102,7 @@ def test_rename_does_not_overwrite_a_name_created_elsewhere(
         await c.rename("f", "g")
         assert body_of(tool, bucket, "g") == b"ours"
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 @pytest.mark.semantics("HOSTS-DETECT")
@@ -154,7 +118,7 @@ def test_rename_over_a_file_replaced_elsewhere_is_refused(server: Backend, tmp_p
         assert body_of(tool, bucket, "g") == b"ours"
         assert body_of(tool, bucket, "f") is None
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 @pytest.mark.semantics("HOSTS-DETECT")
@@ -174,7 +138,7 @@ def test_chmod_applies_only_to_the_version_this_host_saw(server: Backend, tmp_pa
         )
         assert body_of(tool, bucket, "f") == THEIRS
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 def write_at(
@@ -216,7 +180,7 @@ def test_a_version_written_between_a_renames_copy_and_delete_stays(
         assert await c.read("f") == THEIRS
         assert await c.read("g") == b"ours"
 
-    on_host(server, tmp_path, body)
+    on_host(server, tmp_path, body, OPTIONS)
 
 
 @pytest.mark.semantics("HOSTS-DETECT")
@@ -238,7 +202,7 @@ def test_a_delete_the_server_checks_never_removes_a_version_written_just_before(
             moto_backend.proxy.fault = None
         assert body_of(tool, bucket, "f") == THEIRS
 
-    on_host(moto_backend, tmp_path, body)
+    on_host(moto_backend, tmp_path, body, OPTIONS)
 
 
 def refuse_conditions(r: Recorded) -> tuple[int, str] | None:
@@ -274,7 +238,7 @@ def test_a_server_that_refuses_the_conditions_gets_checks_by_head_and_one_warnin
         assert body_of(tool, bucket, "g") == THEIRS
 
     with caplog.at_level(logging.WARNING, "s3fuse.core.guard"):
-        on_host(moto_backend, tmp_path, body)
+        on_host(moto_backend, tmp_path, body, OPTIONS)
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refusals == [
         "conflict=detect: the server refused DeleteObject If-Match (NotImplemented); sent "
@@ -294,7 +258,7 @@ def test_a_server_that_refuses_the_conditions_gets_checks_by_head_and_one_warnin
             assert tool.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
         with caplog.at_level(logging.WARNING, "s3fuse.core.guard"):
-            on_host(moto_backend, tmp_path / "second", probed)
+            on_host(moto_backend, tmp_path / "second", probed, OPTIONS)
     finally:
         moto_backend.proxy.fault = None
     assert len([r for r in caplog.records if "does not check" in r.getMessage()]) == 1

@@ -7,8 +7,11 @@ tests/test_hosts.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,3 +83,45 @@ def test_creates_deletes_and_metadata_elsewhere_show_within_kernel_ttl(
     time.sleep(SLACK)
     assert not (b / "d" / "g").exists()
     assert sorted(os.listdir(b / "d")) == ["f"]
+
+
+def s3fuse_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "s3fuse", *args], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.semantics("HOSTS-VERSIONS")
+def test_a_version_another_host_overwrote_is_got_back_with_the_cli(
+    mount_factory: Any, backend: Backend, tmp_path: Path
+) -> None:
+    """Through the kernel: `s3fuse versions` (getfattr underneath) lists what S3 keeps,
+    `--restore` copies host a's version out beside host b's, which stays current."""
+    bucket = backend.bucket()
+    backend.client().put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    a, b = two_hosts(mount_factory, backend, bucket, tmp_path)
+    (a / "report.txt").write_bytes(b"host a's report")
+    (b / "report.txt").write_bytes(b"host b overwrote it")
+    listed = s3fuse_cli("versions", str(a / "report.txt"), "--json")
+    assert listed.returncode == 0, listed.stderr
+    versions = json.loads(listed.stdout)["data"]["versions"]
+    assert [v["current"] for v in versions] == [True, False]
+    assert versions[1]["size"] == len(b"host a's report")
+    table = s3fuse_cli("versions", str(a / "report.txt"))
+    assert versions[1]["version_id"] in table.stdout and "(current)" in table.stdout
+    restored = s3fuse_cli("versions", str(a / "report.txt"), "--restore",
+                          versions[1]["version_id"])  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    new = Path(restored.stdout.strip())
+    assert new.parent == a.path and new.read_bytes() == b"host a's report"
+    assert (a / "report.txt").read_bytes() == b"host b overwrote it"
+    time.sleep(SLACK)
+    assert (b / new.name).read_bytes() == b"host a's report"  # the other host sees it too
+    again = s3fuse_cli("versions", str(a / "report.txt"), "--restore", versions[1]["version_id"])
+    assert again.returncode == 1 and "restored before" in again.stderr
+    plain = backend.bucket()  # no versioning
+    c = mount_factory(plain, endpoint=backend.proxy.url, env=backend.env, root=tmp_path / "c")
+    (c / "f").write_bytes(b"x")
+    none = s3fuse_cli("versions", str(c / "f"))
+    assert none.returncode == 1 and "versioning is off" in none.stderr

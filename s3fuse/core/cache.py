@@ -7,6 +7,7 @@ no HEAD. Every local change updates the cached listing in place.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -25,6 +26,9 @@ class Child:
 class DirListing:
     children: dict[str, Child] = field(default_factory=dict)
     complete: bool = True  # False: only the first page(s) are here
+    # when S3 answered (time.monotonic): what it says is that old, and so is every node
+    # confirmed by it (the kernel's timeouts count from here: inodes.kernel_timeout)
+    fetched: float = field(default_factory=time.monotonic)
     browsed: bool = False  # listed for readdir: lookups of its children may follow in bulk
     lookups: int = 0  # lookups of its children that needed S3 since it was listed
     # attrs=auto: "plain" (no s3fuse metadata seen: the listing's attributes will do),

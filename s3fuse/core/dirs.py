@@ -54,7 +54,9 @@ class Dirs:
             ):
                 entries[name] = known
             else:
-                entries[name] = self.fs.names.listed_node(path, child, trusted=trusted)
+                entries[name] = self.fs.names.listed_node(
+                    path, child, trusted=trusted, at=listing.fetched
+                )
         # Files created here and not uploaded yet are not in S3's listing.
         prefix = node.path + "/" if node.path else ""
         for path, ino in list(self.fs.table.by_path.items()):

@@ -32,6 +32,7 @@ from s3fuse.core.types import (
     Opened,
     Reply,
 )
+from s3fuse.core.versions import Versions
 from s3fuse.core.writes import Writes
 from s3fuse.core.xattr_ops import XattrOps
 from s3fuse.model.keys import KeyMap
@@ -78,6 +79,7 @@ class S3Fs:
         self.moves = Moves(self)
         self.xattrs = XattrOps(self)
         self.guard = Guard(self)  # conflict=detect for copies and deletes
+        self.versions = Versions(self)  # older versions, read-only (versioned buckets)
 
     @property
     def meta_cache(self) -> MetaCache | None:

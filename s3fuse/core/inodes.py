@@ -97,10 +97,11 @@ class InodeTable:
         return not node.lm_exact or not newer(child.last_modified_ns, node.last_modified_ns)
 
     @staticmethod
-    def confirm(node: Node, child: Child) -> None:
-        """A listing showed that node is still the version it holds: trusted anew, and
-        S3's LastModified learnt if the node only had our clock's."""
-        node.fetched = time.monotonic()
+    def confirm(node: Node, child: Child, at: float | None = None) -> None:
+        """A listing (fetched at `at`) or a HEAD (now) showed that node is still the
+        version it holds: trusted anew from then, and S3's LastModified learnt if the node
+        only had our clock's."""
+        node.fetched = time.monotonic() if at is None else at
         if child.last_modified_ns:
             node.last_modified_ns, node.lm_exact = child.last_modified_ns, True
 
@@ -115,8 +116,10 @@ class InodeTable:
         full: bool,
         info: ObjectInfo | None = None,
         listed: bool = False,
+        at: float | None = None,
     ) -> Node:
-        """The node for path, created or updated with what was just learned."""
+        """The node for path, created or updated with what was just learned (by a listing
+        fetched at `at`, else now)."""
         node = self.known(path)
         if node is not None and stat.S_IFMT(node.attrs.mode) != stat.S_IFMT(attrs.mode):
             # a new inode: the kernel refuses an inode whose type changes
@@ -131,7 +134,7 @@ class InodeTable:
         if node.entry is None and full:
             self.learn_xattrs(node, info)
         node.stored, node.etag, node.full, node.listed = stored, etag, full, listed
-        node.fetched = time.monotonic()
+        node.fetched = time.monotonic() if at is None else at
         if info is not None:
             node.own_meta = any(k.lower() in meta.OWN_META for k in info.metadata)
             if node.own_meta:
@@ -201,9 +204,20 @@ class InodeTable:
         return fh
 
     # ------------------------------------------------------------------ answers
+    def kernel_timeout(self, node: Node) -> float:
+        """How long the kernel may keep node's entry and attributes: kernel_ttl, but no
+        longer than this mount trusts what it knows (S3's answer ages here and then in
+        the kernel: the two together stay within the trust window, not twice it)."""
+        if not (node.full or node.listed):
+            return 0.0
+        ttl = self.cfg.kernel_ttl
+        if node.ino == ROOT_INODE or node.entry is not None or node.opens > 0:
+            return ttl  # this mount's own state
+        return max(0.0, min(ttl, self.cfg.cache_ttl - (time.monotonic() - node.fetched)))
+
     def entry_attrs(self, node: Node) -> Entry:
         a = node.attrs
-        timeout = self.cfg.kernel_ttl if node.full or node.listed else 0
+        timeout = self.kernel_timeout(node)
         size = 0 if node.is_dir else node.size
         return Entry(
             st_ino=node.ino, st_mode=a.mode, st_nlink=2 if node.is_dir else 1, st_uid=a.uid,

@@ -208,14 +208,14 @@ class Resolver:
                 raise refuse(errno.ENOENT)
             if child is not None:
                 if node is not None and self.fs.table.same_version(node, child):
-                    self.fs.table.confirm(node, child)
+                    self.fs.table.confirm(node, child, listing.fetched)
                     return node
                 listing_will_do = await self.listing_will_do(parent, listing, name)
                 node = self.fs.table.known(path)
                 if node is not None and node.full and self.fs.table.fresh(node):
                     return node  # HEADed by the sample (attrs=auto) just now
                 if listing_will_do:
-                    return self.listed_node(path, child)
+                    return self.listed_node(path, child, at=listing.fetched)
                 self.start_bulk(parent, listing)
                 found = await self.child_attrs(path, child)
                 if found is not None:
@@ -230,18 +230,21 @@ class Resolver:
             self.fs.cache.negative[path] = True
         raise refuse(errno.ENOENT)
 
-    def listed_node(self, path: str, child: Child, *, trusted: bool = True) -> Node:
-        """A node from what a listing says alone (no s3fuse metadata); trusted: its
-        attributes stand in for a HEAD (else the kernel is told to ask again)."""
+    def listed_node(
+        self, path: str, child: Child, *, trusted: bool = True, at: float | None = None
+    ) -> Node:
+        """A node from what a listing (fetched at `at`) says alone (no s3fuse metadata);
+        trusted: its attributes stand in for a HEAD (else the kernel is told to ask
+        again)."""
         if child.is_dir:
             return self.fs.table.install(path, self.default_dir_attrs(), stored=False, etag="",
-                                 full=False, listed=trusted)  # fmt: skip
+                                 full=False, listed=trusted, at=at)  # fmt: skip
         attrs = meta.decode(
             {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,
             defaults=self.fs.cfg.defaults,
         )  # fmt: skip
         return self.fs.table.install(path, attrs, stored=True, etag=child.etag, full=False,
-                             listed=trusted)  # fmt: skip
+                             listed=trusted, at=at)  # fmt: skip
 
     async def listing_will_do(self, parent: str, listing: DirListing, name: str | None) -> bool:
         """Whether the listing's attributes stand in for a HEAD of parent's children.
@@ -275,7 +278,7 @@ class Resolver:
             child = listing.children.get(n)
             known = self.fs.table.known(join(parent, n))
             if known is not None and child is not None and self.fs.table.same_version(known, child):
-                self.fs.table.confirm(known, child)
+                self.fs.table.confirm(known, child, listing.fetched)
                 found.append(known)  # HEADed already (the listing shows the same version)
                 return
             if known is not None and known.full and self.fs.table.fresh(known):

@@ -1,7 +1,8 @@
 """Extended attributes: user.s3.* header values (validated when set, applied to a pending
 upload or, on a stored object, in place with one CopyObject that re-sends every header),
-other user.* names as x-amz-meta-* metadata, and the read-only facts (etag, version_id,
-last_modified, md5)."""
+other user.* names as x-amz-meta-* metadata, the read-only facts (etag, version_id,
+last_modified, md5), and a versioned bucket's older versions (versions, restore:
+versions.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class XattrOps:
     async def set(self, inode: int, name: bytes, value: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
         self.fs.cfg.check_writable()
-        if n.kind == "readonly":
+        if n.kind in ("readonly", "asked"):
             raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
         if inode == ROOT_INODE:
             raise xattrs.XattrError(
@@ -42,6 +43,9 @@ class XattrOps:
                 "(-o storage_class=...,sse=...,acl=...) for defaults of the whole mount",
             )
         node = await self.node(inode)
+        if n.kind == "action":  # user.s3.restore
+            await self.fs.versions.restore(node, value)
+            return
         tagging_changed = False
         if n.kind == "header":
             v = xattrs.validate(n.short, value)
@@ -71,6 +75,8 @@ class XattrOps:
             unsupported = e.errno == errno.EOPNOTSUPP
             raise refuse(errno.EOPNOTSUPP if unsupported else ENOATTR) from None
         node = await self.node(inode)
+        if n.kind == "asked":  # user.s3.versions
+            return await self.fs.versions.listing(node)
         value: str | None
         if n.kind == "header":
             if n.short in ("acl", "tagging", *xattrs.GRANTS):
@@ -81,6 +87,8 @@ class XattrOps:
                 value = "STANDARD"  # S3 omits the header for STANDARD
         elif n.kind == "readonly":
             value = self.readonly(node, n.short)
+        elif n.kind == "action":
+            value = None  # write-only
         else:
             value = node.umeta.get(n.short)
         if value is None:
@@ -115,8 +123,10 @@ class XattrOps:
     async def remove(self, inode: int, name: bytes, ctx: Caller) -> None:
         n = xattrs.parse_name(name)
         self.fs.cfg.check_writable()
-        if n.kind == "readonly":
+        if n.kind in ("readonly", "asked"):
             raise xattrs.XattrError(errno.EPERM, f"user.s3.{n.short} is read-only")
+        if n.kind == "action":
+            raise refuse(ENOATTR)
         node = await self.node(inode)
         await self.fs.headers.load_acl_tags(node)
         store = node.hdrs if n.kind == "header" else node.umeta

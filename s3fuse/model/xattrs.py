@@ -35,6 +35,9 @@ ON_OFF = ("ON", "OFF")
 TRUE_FALSE = ("true", "false")
 GRANTS = ("grant_read", "grant_read_acp", "grant_write_acp", "grant_full_control")
 READ_ONLY = ("etag", "version_id", "last_modified", "md5")
+# read-only, asked of S3 at each getxattr and never listed (core/versions.py)
+ASKED = ("versions",)
+ACTIONS = ("restore",)  # write-only: setting one does something (core/versions.py)
 
 
 class XattrError(FsError):
@@ -82,7 +85,7 @@ _GRANT_RE = re.compile(r'\s*(id|uri|emailAddress)="[^"\x00-\x1f]+"\s*')
 # ------------------------------------------------------------------ names
 @dataclass(frozen=True)
 class Name:
-    kind: str  # header | readonly | meta
+    kind: str  # header | readonly | asked (read-only, from S3) | action | meta
     short: str  # header/read-only short name, or the metadata key
 
 
@@ -100,10 +103,14 @@ def parse_name(raw: bytes) -> Name:
             return Name("header", short)
         if short in READ_ONLY:
             return Name("readonly", short)
+        if short in ASKED:
+            return Name("asked", short)
+        if short in ACTIONS:
+            return Name("action", short)
         raise XattrError(
             errno.EINVAL,
             f"{name} is not an s3fuse attribute; known: "
-            + ", ".join(PREFIX + n for n in [*HEADERS, *READ_ONLY]),
+            + ", ".join(PREFIX + n for n in [*HEADERS, *READ_ONLY, *ASKED, *ACTIONS]),
         )
     key = name[len(USER) :].lower()
     if not key or not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]+", key):

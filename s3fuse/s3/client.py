@@ -29,7 +29,7 @@ from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck
 from s3fuse.model.meta import META_PART_SIZE
-from s3fuse.s3 import multipart
+from s3fuse.s3 import multipart, versions
 from s3fuse.s3.failures import translated
 from s3fuse.s3.types import (
     Listing,
@@ -37,17 +37,15 @@ from s3fuse.s3.types import (
     PutResult,
     Stats,
     StoreConfig,
+    Version,
     server_time_ns,
     strip_etag,
+    timestamp_ns,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 GET_ATTEMPTS = 3  # a whole GET whose bytes do not match the ETag is fetched again
-
-
-def _ns(dt: Any) -> int:
-    return int(dt.timestamp() * 1_000_000_000) if dt is not None else 0
 
 
 def _listed(o: dict[str, Any]) -> ObjectInfo:
@@ -56,7 +54,7 @@ def _listed(o: dict[str, Any]) -> ObjectInfo:
         key=o["Key"],
         size=int(o.get("Size", 0)),
         etag=strip_etag(o.get("ETag")),
-        last_modified_ns=_ns(o.get("LastModified")),
+        last_modified_ns=timestamp_ns(o.get("LastModified")),
     )
 
 
@@ -176,7 +174,7 @@ class Store:
                 key=key,
                 size=int(r.get("ContentLength", 0)),
                 etag=strip_etag(r.get("ETag")),
-                last_modified_ns=_ns(r.get("LastModified")),
+                last_modified_ns=timestamp_ns(r.get("LastModified")),
                 metadata=dict(r.get("Metadata", {})),
                 content_type=str(r.get("ContentType", "")),
                 version_id=r.get("VersionId"),
@@ -414,10 +412,16 @@ class Store:
                 **(conditions or {}),
             )
             res = r.get("CopyObjectResult", {})
-            lm = _ns(res.get("LastModified")) or server_time_ns(r)
+            lm = timestamp_ns(res.get("LastModified")) or server_time_ns(r)
             return PutResult(strip_etag(res.get("ETag")), r.get("VersionId"), last_modified_ns=lm)
 
         return await self._run(self.upload_limiter, "CopyObject", dst, do)
+
+    async def list_versions(self, key: str) -> list[Version]:
+        return await versions.list_versions(self, key)
+
+    async def copy_version(self, key: str, version_id: str, dst: str) -> PutResult:
+        return await versions.copy_version(self, key, version_id, dst)
 
     async def list_all(self, prefix: str) -> list[ObjectInfo]:
         """Every object under prefix, recursively (all pages)."""

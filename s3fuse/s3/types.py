@@ -63,6 +63,23 @@ class PutResult:
     last_modified_ns: int = 0
 
 
+def timestamp_ns(dt: Any) -> int:
+    """A datetime botocore parsed -> nanoseconds since the epoch (0 for none)."""
+    return int(dt.timestamp() * 1_000_000_000) if dt is not None else 0
+
+
+@dataclass(frozen=True)
+class Version:
+    """One entry of ListObjectVersions for a key: a stored version or a delete marker."""
+
+    version_id: str
+    last_modified_ns: int
+    size: int
+    etag: str
+    latest: bool
+    delete_marker: bool = False
+
+
 class Stats:
     """Request and error counters, updated from worker threads."""
 
