@@ -120,6 +120,29 @@ def test_a_change_of_metadata_alone_elsewhere_is_seen(
     run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
 
 
+@pytest.mark.semantics("HOSTS-VISIBLE")
+def test_what_the_kernel_may_keep_never_outlives_the_trust_window(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """The kernel keeps an answer for the timeout it is given: what is left of this
+    mount's trust in the node, not a whole kernel_ttl more (a deletion elsewhere right
+    after an open showed only after twice kernel_ttl)."""
+
+    async def body(cores: list[Core]) -> None:
+        a, b = cores
+        await a.write("f", b"x")
+        assert await b.read("f") == b"x"  # the open's HEAD: trusted from now
+        await trio.sleep(TTL * 0.75)
+        e = await b.stat("f")
+        assert 0 <= e.attr_timeout <= TTL * 0.25 + 0.01
+        assert e.entry_timeout == e.attr_timeout
+        await a.unlink("f")
+        await trio.sleep(e.attr_timeout)  # the kernel would ask again now
+        assert await gone(b, "f")
+
+    run_hosts(bucket, proxy.url, hosts(tmp_path), body, OPTIONS)
+
+
 @pytest.mark.semantics("HOSTS-CLOSE-TO-OPEN")
 def test_an_append_after_another_host_shrank_the_file_lands_at_its_end(
     bucket: str, proxy: RecordingProxy, tmp_path: Path
