@@ -89,8 +89,11 @@ class StoreError(Exception):
         key: str = "",
         status: int = 0,
         request_id: str = "",
+        stored_etag: str = "",
     ) -> None:
         super().__init__(message)
+        # a ChecksumMismatch of a request that stored bytes: the ETag S3 gave them
+        self.stored_etag = stored_etag
         self.code = code
         self.message = message
         self.op = op

@@ -345,6 +345,7 @@ class Store:
                     f"S3 stored ETag {etag}, but the spooled bytes have MD5 {md5.hex()}",
                     op="PutObject",
                     key=key,
+                    stored_etag=etag,
                 )
             return PutResult(etag, r.get("VersionId"), last_modified_ns=server_time_ns(r))
 

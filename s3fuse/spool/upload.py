@@ -175,6 +175,10 @@ async def send_once(
         except StoreError as e:
             if e.code not in CORRUPTION or attempt == PUT_ATTEMPTS:
                 raise
+            if conditions and e.stored_etag:
+                # a server that does not check Content-MD5 stored the corrupted bytes: that
+                # version is this upload's own, and the next try replaces exactly it
+                conditions = requests.conditions(e.stored_etag)
             log.warning(
                 "upload of %r was corrupted in transit (%s: %s); sending it again "
                 "from the spool (attempt %d of %d)",
