@@ -16,6 +16,8 @@ from typing import Any
 from s3fuse import runtime
 from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
 
+DAEMON = "_daemon"  # how `mount` starts its background daemon; not a user command
+
 MOUNT_HELP = """\
 Mount an S3 bucket (or a prefix of it) as a directory. Every file closed through the mount
 becomes one S3 object, stored with a single PutObject that carries Content-MD5; close()
@@ -33,6 +35,8 @@ Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are igno
                              a HEAD per entry (exact), listings only (listing)
   meta_cache=1|0             attrs=auto keeps HEAD answers across mounts (spool dir)
   conflict=off|detect        conditional writes: never overwrite another writer's update
+  meta_style=s3fs|aws|both   attribute keys written: s3fs-fuse's x-amz-meta-mode/uid/gid,
+                             AWS's x-amz-meta-file-permissions/owner/group, or both
   storage_class=, sse=, sse_kms_key_id=, sse_bucket_key=, acl=, sse_c_key_file=
                              header defaults of every upload (xattrs user.s3.* win)
   uid=, gid=, umask=, allow_other, kernel_ttl=, read_ahead_kb=, sign_payload,
@@ -164,7 +168,7 @@ def spawn_background(cfg: MountConfig, timeout: float = 300.0) -> int:
     child_cfg = dict(cfg.__dict__, foreground=True, ready_fd=w, log_file=log_file)
     with open(log_file, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "s3fuse", "_daemon"],
+            [sys.executable, "-m", "s3fuse", DAEMON],
             stdin=subprocess.PIPE,
             stdout=logf,
             stderr=logf,
@@ -272,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="S3 bucket as a directory: each closed file is one atomic, "
         "MD5-checked PutObject.",
     )
+    parser.add_argument("--version", action="version", version=f"s3fuse {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pm = sub.add_parser(
         "mount",
@@ -318,17 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("file", metavar="FILE")
     pv.add_argument("--restore", metavar="VERSION_ID", help="the version to copy out")
     pv.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("_daemon", help=argparse.SUPPRESS)
     return parser
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("s3fuse")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "_daemon":
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == [DAEMON]:
         from s3fuse.daemon import run_foreground
 
         data = json.loads(sys.stdin.read())
         return run_foreground(MountConfig(**data))
+    args = build_parser().parse_args(args_list)
     if args.command == "umount":
         return cmd_umount(args.mountpoint, args.timeout)
     if args.command == "status":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from s3fuse.model.keys import normalize_prefix
+from s3fuse.model.meta import STYLES
 from s3fuse.model.xattrs import XattrError, validate
 
 HEADER_OPTIONS = ("storage_class", "sse", "sse_kms_key_id", "sse_bucket_key", "acl")
@@ -102,6 +103,7 @@ class MountConfig:
     attrs: str = "auto"
     meta_cache: bool = True  # attrs=auto keeps HEAD answers in the spool dir (metacache.py)
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
+    meta_style: str = "s3fs"  # s3fs | aws | both: which attribute keys uploads carry
     # bytes; files this large use multipart upload. Measured (benchmarks/RESULTS.md): one
     # PutObject of 256 MiB ran at 128 MB/s, multipart at 60-72 MB/s on the same server
     read_ahead_kb: int = 1024  # the kernel's read-ahead for the mount (0: its default)
@@ -162,6 +164,11 @@ class MountConfig:
             raise ConfigError(f"attrs={self.attrs!r}: allowed {', '.join(ATTRS)}")
         if self.conflict not in ("off", "detect"):
             raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
+        if self.meta_style not in STYLES:
+            raise ConfigError(
+                f"meta_style={self.meta_style!r}: allowed {', '.join(STYLES)} "
+                "(s3fs: x-amz-meta-mode/uid/gid, aws: x-amz-meta-file-*)"
+            )
         if self.part_size < 5 << 20:
             raise ConfigError("part_size must be at least 5242880 (5 MiB, S3's minimum)")
         if self.multipart_threshold < self.part_size:

@@ -190,6 +190,7 @@ class Daemon:
                 sse_c=cfg.sse_c_key_file is not None,
                 conflict_detect=cfg.conflict == "detect",
                 attrs=cfg.attrs,
+                meta_style=cfg.meta_style,
                 defaults=defaults,
                 cache_ttl=cfg.trust_ttl(),
                 revalidate_open=cfg.cache_ttl is None or cfg.cache_ttl <= cfg.kernel_ttl,

@@ -41,6 +41,17 @@ def test_help_explains() -> None:
         assert word in r.stdout
 
 
+def test_version_and_a_top_level_help_without_internals() -> None:
+    from importlib.metadata import version
+
+    r = s3fuse("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"s3fuse {version('s3fuse')}"
+    top = s3fuse("--help")
+    assert top.returncode == 0
+    assert "versions" in top.stdout and "status" in top.stdout
+    assert "SUPPRESS" not in top.stdout and "_daemon" not in top.stdout
+
+
 @pytest.mark.parametrize(
     ("case", "needle"),
     [

@@ -75,8 +75,16 @@ class Headers:
         md = dict(node.umeta)
         if node.is_dir:
             md.update(xattrs.dir_defaults_to_meta(node.hdrs))
-        md.update(meta.encode(node.attrs))
+        md.update(self.attr_meta(node))
         return md
+
+    def attr_meta(self, node: Node) -> dict[str, str]:
+        """mode/uid/gid/mtime in the keys the mount writes; an object that carried AWS's
+        file-* keys keeps them, updated (its other readers would see stale ones)."""
+        style = self.fs.cfg.meta_style
+        if node.aws_meta and style == "s3fs":
+            style = "both"
+        return meta.encode(node.attrs, style)
 
     async def copy_in_place(self, node: Node, *, tagging_changed: bool = False) -> None:
         """One CopyObject that re-sends every header the object has: storage class, SSE,

@@ -160,6 +160,7 @@ class InodeTable:
             if k not in meta.OWN_META and not k.startswith(xattrs.DIR_DEFAULT)
         }
         node.integrity = {k: md[k] for k in meta.INTEGRITY_META if k in md}
+        node.aws_meta = meta.has_aws_keys(md)
         node.acl_loaded = node.tags_loaded = node.is_dir
         node.version_id = info.version_id
         node.last_modified_ns, node.lm_exact = info.last_modified_ns, True

@@ -31,6 +31,7 @@ class FsConfig:
     # HEADs a sample of each directory and trusts its listing when no sampled object
     # carries s3fuse/s3fs/rclone metadata (a directory written by other tools)
     attrs: str = "auto"
+    meta_style: str = "s3fs"  # which attribute keys uploads carry (model/meta.py STYLES)
 
     def check_writable(self) -> None:
         if self.read_only:
@@ -46,6 +47,7 @@ class Node:
     etag: str = ""
     full: bool = False  # attrs include s3fuse metadata (HEAD or local)
     listed: bool = False  # attrs from a listing trusted to stand in for a HEAD
+    aws_meta: bool = False  # its object carries AWS's file-* keys: kept up to date
     own_meta: bool = False  # the HEAD showed mode/uid/gid/mtime metadata
     fetched: float = 0.0  # monotonic time the attrs were last checked
     lookups: int = 0

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from s3fuse.core.types import ENOATTR, ROOT_INODE, Caller, refuse
-from s3fuse.model import meta, requests, xattrs
+from s3fuse.model import requests, xattrs
 
 if TYPE_CHECKING:
     from s3fuse.core.fs import S3Fs
@@ -61,7 +61,7 @@ class XattrOps:
         else:
             v = xattrs.validate_meta_value(n.short, value)
             umeta = {**node.umeta, n.short: v}
-            xattrs.check_meta_size({**umeta, **meta.encode(node.attrs)})
+            xattrs.check_meta_size({**umeta, **self.fs.headers.attr_meta(node)})
             node.umeta = umeta
         log.info("%s: set %s", node.path, name.decode(errors="replace"))
         await self.fs.headers.store_meta(node, tagging_changed=tagging_changed)

@@ -4,11 +4,17 @@ s3fuse uses the s3fs-fuse convention so that buckets interoperate: ``x-amz-meta-
 the full st_mode in decimal (type bits included), ``x-amz-meta-uid``/``-gid`` decimal ids,
 ``x-amz-meta-mtime`` seconds since the epoch (a fraction is appended when the time has
 nanoseconds; s3fs reads the integer part).
+
+Amazon's file interfaces over S3 (FSx for Lustre, File Cache, DataSync, S3 Files) keep
+``x-amz-meta-file-permissions`` (st_mode in octal, type bits included: ``0100644``),
+``x-amz-meta-file-owner`` and ``-file-group`` (decimal ids). They are read where the s3fs
+keys are absent, and written with ``-o meta_style=aws|both`` (STYLES).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import mimetypes
 import stat
 import time
@@ -22,7 +28,14 @@ META_MTIME = "mtime"
 META_PART_SIZE = "s3fuse-part-size"
 META_BLOCKS = "s3fuse-blocks"  # blocksums.py
 INTEGRITY_META = (META_PART_SIZE, META_BLOCKS)  # describe the bytes: kept by every copy
-OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, *INTEGRITY_META)
+AWS_PERMISSIONS, AWS_OWNER, AWS_GROUP = "file-permissions", "file-owner", "file-group"
+AWS_META = (AWS_PERMISSIONS, AWS_OWNER, AWS_GROUP)
+OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, *INTEGRITY_META, *AWS_META)
+# which keys s3fuse writes: s3fs's (mode/uid/gid), AWS's (file-*), or both; the mtime key
+# is s3fs's in every style (AWS's timestamp keys are not written)
+STYLES = ("s3fs", "aws", "both")
+
+log = logging.getLogger(__name__)
 
 DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -75,13 +88,37 @@ def decode_mtime(text: str) -> int | None:
         return None
 
 
-def encode(attrs: Attrs) -> dict[str, str]:
-    return {
-        META_MODE: str(attrs.mode),
-        META_UID: str(attrs.uid),
-        META_GID: str(attrs.gid),
-        META_MTIME: encode_mtime(attrs.mtime_ns),
-    }
+def encode(attrs: Attrs, style: str = "s3fs") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if style in ("s3fs", "both"):
+        out.update({META_MODE: str(attrs.mode), META_UID: str(attrs.uid),
+                    META_GID: str(attrs.gid)})  # fmt: skip
+    if style in ("aws", "both"):
+        out.update({AWS_PERMISSIONS: f"0{attrs.mode:o}", AWS_OWNER: str(attrs.uid),
+                    AWS_GROUP: str(attrs.gid)})  # fmt: skip
+    out[META_MTIME] = encode_mtime(attrs.mtime_ns)
+    return out
+
+
+def has_aws_keys(meta: dict[str, str]) -> bool:
+    return any(k.lower() in AWS_META for k in meta)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_permissions(value: str) -> None:
+    """Once per distinct bad value: a mount would log it for every HEAD otherwise."""
+    log.warning("x-amz-meta-file-permissions=%r is not an octal mode; default permissions "
+                "shown", value)  # fmt: skip
+
+
+def _octal(meta: dict[str, str], name: str) -> int | None:
+    if name not in meta:
+        return None
+    try:
+        return int(meta[name].strip(), 8)
+    except ValueError:
+        _warn_permissions(meta[name])
+        return None
 
 
 def _int(meta: dict[str, str], name: str) -> int | None:
@@ -97,6 +134,8 @@ def decode(
     """Attributes of an object from its user metadata; defaults fill what is missing."""
     kind = stat.S_IFDIR if is_dir else stat.S_IFREG
     mode = _int(meta, META_MODE)
+    if mode is None:
+        mode = _octal(meta, AWS_PERMISSIONS)
     if mode is None or mode <= 0 or mode >= 0o1000000:
         mode = kind | (defaults.dir_mode if is_dir else defaults.file_mode)
     elif stat.S_IFMT(mode) == 0:
@@ -104,7 +143,11 @@ def decode(
     elif is_dir and not stat.S_ISDIR(mode):
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
     uid = _int(meta, META_UID)
+    if uid is None:
+        uid = _int(meta, AWS_OWNER)
     gid = _int(meta, META_GID)
+    if gid is None:
+        gid = _int(meta, AWS_GROUP)
     mtime = decode_mtime(meta[META_MTIME]) if META_MTIME in meta else None
     return Attrs(
         mode=mode,
