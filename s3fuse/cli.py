@@ -35,6 +35,7 @@ Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are igno
                              a HEAD per entry (exact), listings only (listing)
   meta_cache=1|0             attrs=auto keeps HEAD answers across mounts (spool dir)
   conflict=off|detect        conditional writes: never overwrite another writer's update
+  metrics=[ADDR:]PORT        Prometheus metrics at http://ADDR:PORT/metrics (ADDR: 127.0.0.1)
   meta_style=s3fs|aws|both   attribute keys written: s3fs-fuse's x-amz-meta-mode/uid/gid,
                              AWS's x-amz-meta-file-permissions/owner/group, or both
   storage_class=, sse=, sse_kms_key_id=, sse_bucket_key=, acl=, sse_c_key_file=

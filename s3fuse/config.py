@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -104,6 +105,7 @@ class MountConfig:
     meta_cache: bool = True  # attrs=auto keeps HEAD answers in the spool dir (metacache.py)
     conflict: str = "off"  # off (last writer wins, as S3) | detect (conditional writes)
     meta_style: str = "s3fs"  # s3fs | aws | both: which attribute keys uploads carry
+    metrics: str | None = None  # [ADDR:]PORT: serve Prometheus metrics there (metrics.py)
     # bytes; files this large use multipart upload. Measured (benchmarks/RESULTS.md): one
     # PutObject of 256 MiB ran at 128 MB/s, multipart at 60-72 MB/s on the same server
     read_ahead_kb: int = 1024  # the kernel's read-ahead for the mount (0: its default)
@@ -164,6 +166,8 @@ class MountConfig:
             raise ConfigError(f"attrs={self.attrs!r}: allowed {', '.join(ATTRS)}")
         if self.conflict not in ("off", "detect"):
             raise ConfigError(f"conflict={self.conflict!r}: allowed off, detect")
+        if self.metrics is not None:
+            parse_address(self.metrics)
         if self.meta_style not in STYLES:
             raise ConfigError(
                 f"meta_style={self.meta_style!r}: allowed {', '.join(STYLES)} "
@@ -257,6 +261,23 @@ def _convert(name: str, raw: str, typ: Any) -> Any:
     except ValueError:
         raise ConfigError(f"option {name}={raw!r}: expected {text.split('|')[0].strip()}") from None
     return raw
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """'PORT', 'ADDR:PORT' or '[V6ADDR]:PORT' -> (address, port); ConfigError if not."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"metrics={value!r}: the address must be an IP address, e.g. "
+                           "metrics=127.0.0.1:9464") from None  # fmt: skip
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"metrics={value!r}: the port must be 1-65535, e.g. "
+                           "metrics=127.0.0.1:9464") from None  # fmt: skip
+    return host, int(port)
 
 
 def apply_options(cfg: MountConfig, opts: list[str]) -> None:

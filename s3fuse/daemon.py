@@ -22,6 +22,7 @@ from s3fuse.core.metacache import MetaCache
 from s3fuse.core.nodes import FsConfig
 from s3fuse.errors import NO_BUCKET, StoreError
 from s3fuse.fuse.adapter import FuseOps
+from s3fuse.metrics import MetricsError, MetricsServer
 from s3fuse.model.keys import KeyMap
 from s3fuse.model.meta import Defaults
 from s3fuse.s3.client import Store
@@ -201,6 +202,10 @@ class Daemon:
             meta_cache=self.meta_cache,
         )
         self.started = time.time()
+        self.latest: dict[str, Any] = {}  # the last status snapshot (status, metrics)
+        self.metrics = (
+            MetricsServer(cfg.metrics, lambda: self.latest) if cfg.metrics is not None else None
+        )
         # resolved now, before the mount exists (see runtime.write_state)
         self._state_path = runtime.state_path(cfg.mountpoint)
         self._mount_path = os.path.realpath(cfg.mountpoint)
@@ -212,8 +217,16 @@ class Daemon:
         self.spool.open()
         if self.meta_cache is not None:
             self.meta_cache.open()
+        if self.metrics is not None:
+            try:
+                self.metrics.start()
+            except MetricsError:
+                self.close()
+                raise
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.meta_cache is not None:
             self.meta_cache.close()
         self.spool.close()
@@ -279,7 +292,8 @@ class Daemon:
         await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)
         # after the kernel's INIT handshake, which sets the window to its default
         kernel.set_read_ahead(self._mount_path, self.cfg.read_ahead_kb)
-        runtime.write_state(self._state_path, self._state())
+        self.latest = self._state()
+        runtime.write_state(self._state_path, self.latest)
         log.info(
             "mounted s3://%s/%s at %s (spool %s)",
             self.cfg.bucket,
@@ -292,7 +306,7 @@ class Daemon:
         last = ""
         while True:  # what `s3fuse status` and systemd show, once a second
             await trio.sleep(STATUS_INTERVAL)
-            state = self._state()
+            state = self.latest = self._state()
             runtime.write_state(self._state_path, state)
             line = status.status_line(state)
             if line != last:
@@ -354,7 +368,7 @@ def run_foreground(cfg: MountConfig) -> int:
         daemon = Daemon(cfg)
         try:
             daemon.open()
-        except SpoolError as e:
+        except (SpoolError, MetricsError) as e:
             raise StartError("VALIDATION_ERROR", str(e)) from None
         except OSError as e:
             raise StartError(

@@ -44,7 +44,10 @@ def snapshot(fs: S3Fs, spool: Spool, store: Store) -> dict[str, Any]:
         "bytes_uploaded": stats.bytes_uploaded,
         "bytes_downloaded": stats.bytes_downloaded,
         "requests": dict(stats.requests),
+        "attempts": dict(stats.attempts),  # retries included
         "errors": dict(stats.errors),
+        "latency": stats.latency_snapshot(),
+        "listing_cache": {"hits": fs.cache.hits, "misses": fs.cache.misses},
         "reads": {
             "corrupted_refetched": stats.corrupted_reads,
             "unverified_whole": stats.unverified,

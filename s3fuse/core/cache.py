@@ -44,11 +44,17 @@ class Caches:
         self.negative: TTLCache[str, bool] = TTLCache(maxsize=maxsize * 16, ttl=max(ttl, 0.001))
         # directories whose children's attributes were fetched in bulk recently
         self.bulk: TTLCache[str, bool] = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001))
+        self.hits = self.misses = 0  # listings asked for (status, metrics)
 
     def listing(self, path: str) -> DirListing | None:
         if self.ttl <= 0:
             return None
-        return self.dirs.get(path)
+        found = self.dirs.get(path)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
 
     def put_listing(self, path: str, listing: DirListing) -> None:
         if self.ttl > 0:

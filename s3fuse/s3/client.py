@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
@@ -130,6 +131,7 @@ class Store:
             ),
         )
         self._client.meta.events.register("after-call.s3", self._after_call)
+        self._client.meta.events.register("request-created.s3", self._request_created)
         self._client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
         # SSE-C: every request that touches object data carries the customer key;
         # botocore adds its MD5 and base64-encodes it.
@@ -146,9 +148,16 @@ class Store:
             status = getattr(http_response, "status_code", "?")
             log.debug("%s -> %s", model.name, status)
 
+    def _request_created(self, operation_name: str = "", **_: Any) -> None:
+        self.stats.attempt(operation_name)
+
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        with translated(op, key, self.stats, self.cfg.endpoint_url):
-            return fn()
+        start = time.monotonic()
+        try:
+            with translated(op, key, self.stats, self.cfg.endpoint_url):
+                return fn()
+        finally:
+            self.stats.observe(op, time.monotonic() - start)
 
     async def _run(
         self, limiter: trio.CapacityLimiter, op: str, key: str, fn: Callable[[], T]

@@ -80,13 +80,22 @@ class Version:
     delete_marker: bool = False
 
 
+# upper bounds (seconds) of the request-latency histogram's buckets (metrics, status)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 class Stats:
     """Request and error counters, updated from worker threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.attempts: Counter[str] = Counter()  # HTTP requests sent: retries included
         self.errors: Counter[str] = Counter()
+        # per operation: the count in each LATENCY_BUCKETS bucket (not cumulative), then
+        # the ones slower than the last; and the sum of seconds
+        self.latency: dict[str, list[int]] = {}
+        self.latency_sum: dict[str, float] = {}
         self.bytes_uploaded = 0
         self.bytes_downloaded = 0
         self.unverified = 0  # whole GETs whose multipart ETag could not be checked
@@ -117,6 +126,23 @@ class Stats:
     def count(self, op: str) -> None:
         with self._lock:
             self.requests[op] += 1
+
+    def attempt(self, op: str) -> None:
+        with self._lock:
+            self.attempts[op] += 1
+
+    def observe(self, op: str, seconds: float) -> None:
+        """The time one call took, retries included."""
+        i = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))
+        with self._lock:
+            counts = self.latency.setdefault(op, [0] * (len(LATENCY_BUCKETS) + 1))
+            counts[i] += 1
+            self.latency_sum[op] = self.latency_sum.get(op, 0.0) + seconds
+
+    def latency_snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {op: {"counts": list(c), "sum": round(self.latency_sum[op], 6)}
+                    for op, c in self.latency.items()}  # fmt: skip
 
     def error(self, code: str) -> None:
         with self._lock:
