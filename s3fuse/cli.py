@@ -267,7 +267,8 @@ def cmd_status(mountpoint: str | None, as_json: bool) -> int:
     elif not mounts:
         print("no s3fuse mounts")
     else:
-        print("\n\n".join(format_text(m) for m in mounts))
+        bars = sys.stdout.isatty()  # plain lines for pipes and scripts
+        print("\n\n".join(format_text(m, bars=bars) for m in mounts))
     return 0
 
 

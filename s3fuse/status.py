@@ -75,7 +75,20 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def format_text(mount: dict[str, Any]) -> str:
+BAR = 30  # characters of a progress bar
+
+
+def progress(key: str, sent: int, size: int, bars: bool) -> str:
+    """One upload under way: a bar on a terminal, a plain line when piped."""
+    pct = 100 * sent / size if size else 100
+    if not bars:
+        return f"    uploading {key}: {_size(sent)} of {_size(size)} ({pct:.0f}%)"
+    done = int(BAR * pct / 100)
+    return (f"    uploading {key}\n      [{'#' * done}{'-' * (BAR - done)}] {pct:3.0f}%  "
+            f"{_size(sent)} of {_size(size)}")  # fmt: skip
+
+
+def format_text(mount: dict[str, Any], *, bars: bool = False) -> str:
     up = mount.get("uploads", {})
     lines = [
         f"{mount['mountpoint']}: s3://{mount['bucket']}/{mount.get('prefix', '')} "
@@ -87,8 +100,7 @@ def format_text(mount: dict[str, Any]) -> str:
         f"  spool: {_size(mount.get('spool_bytes', 0))} in {mount['spool_dir']}",
     ]
     for key, p in up.get("in_flight", {}).items():
-        pct = 100 * p["sent"] / p["size"] if p["size"] else 100
-        lines.append(f"    uploading {key}: {_size(p['sent'])} of {_size(p['size'])} ({pct:.0f}%)")
+        lines.append(progress(key, p["sent"], p["size"], bars))
     for key in up.get("pending", []):
         lines.append(f"    pending   {key}")
     for key, why in up.get("failed", {}).items():

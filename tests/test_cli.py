@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,3 +165,33 @@ def test_second_mount_of_same_spool_refused(
     )
     assert r.returncode != 0 and "in use by another s3fuse" in r.stderr
     assert not os.path.ismount(other)
+
+
+def test_the_man_page_has_every_command_and_option_of_help() -> None:
+    from s3fuse.cli import build_parser
+    from s3fuse.manpage import commands, esc, render
+
+    parser = build_parser()
+    page = render(parser)
+    subs = commands(parser)
+    assert set(subs) == {"mount", "umount", "status", "versions"}
+    for name, p in subs.items():
+        assert f".SS {name}" in page
+        for a in p._actions:
+            for opt in a.option_strings:
+                assert f"\\fB{esc(opt)}\\fR" in page, (name, opt)
+    if shutil.which("man"):
+        shown = subprocess.run(["man", "-l", "-"], input=page, capture_output=True, text=True,
+                               env={**os.environ, "MANWIDTH": "100"}, timeout=60)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert "--restore VERSION_ID" in shown.stdout and "meta_style" in shown.stdout
+
+
+def test_status_draws_bars_on_a_terminal_and_plain_lines_otherwise() -> None:
+    from s3fuse.status import progress
+
+    bar = progress("big.bin", 50, 100, bars=True)
+    assert "[###############---------------]  50%" in bar and "big.bin" in bar
+    assert progress("big.bin", 50, 100, bars=False) == (
+        "    uploading big.bin: 50 B of 100 B (50%)"
+    )
