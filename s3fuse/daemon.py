@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -84,7 +86,36 @@ def store_config(cfg: MountConfig, *, attempts: int | None = None) -> StoreConfi
     )
 
 
+def left_by_a_dead_daemon(path: str) -> bool:
+    """path is an s3fuse mount whose daemon died (SIGKILL, OOM): the kernel answers
+    ENOTCONN there until it is unmounted. Judged by the mount table (fuse.s3fuse at that
+    very path), never by the path alone: other file systems are never touched."""
+    try:
+        os.stat(path)
+        return False
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            return False
+    want = os.path.abspath(path)
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+            if where == want and fields[2] == "fuse.s3fuse":
+                return True
+    return False
+
+
 def check_mountpoint(path: str) -> None:
+    if left_by_a_dead_daemon(path):
+        # what Restart=on-failure meets after a crash: the next daemon takes its place
+        r = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise StartError("VALIDATION_ERROR", f"{path} is the mount of an s3fuse daemon that "
+                             f"died, and it could not be unmounted ({r.stderr.strip()}): run "
+                             f"fusermount3 -u -z {path}")  # fmt: skip
+        log.warning("%s: the mount of an s3fuse daemon that died was still there; unmounted "
+                    "it (its spool is recovered now)", path)  # fmt: skip
     if not os.path.exists(path):
         raise StartError("VALIDATION_ERROR", f"mountpoint {path} does not exist (mkdir it first)")
     if not os.path.isdir(path):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from s3fuse import runtime
+from tests.conftest import is_mounted
 from tests.servers import RecordingProxy, free_port
 
 
@@ -195,3 +198,41 @@ def test_status_draws_bars_on_a_terminal_and_plain_lines_otherwise() -> None:
     assert progress("big.bin", 50, 100, bars=False) == (
         "    uploading big.bin: 50 B of 100 B (50%)"
     )
+
+
+@pytest.mark.mounted
+def test_a_mount_left_by_a_killed_daemon_is_taken_over(
+    tmp_path: Path, proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """After SIGKILL the kernel answers ENOTCONN at the mount point until someone unmounts
+    it: the next daemon (systemd's Restart=on-failure) does, and recovers the spool."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = ("mount", bucket, str(mnt), "-o", f"endpoint_url={proxy.url}",
+            "--spool-dir", str(tmp_path / "sp"), "--log-file", str(tmp_path / "log"))  # fmt: skip
+    try:
+        assert s3fuse(*args).returncode == 0
+        (mnt / "kept.txt").write_bytes(b"before the kill")
+        state = runtime.read_state(str(mnt))
+        assert state is not None
+        os.kill(state["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the kernel has seen the daemon go
+            try:
+                os.stat(mnt)
+            except OSError as e:
+                assert e.errno == errno.ENOTCONN
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the mount still answers after SIGKILL of its daemon")
+        again = s3fuse(*args)
+        assert again.returncode == 0, again.stderr
+        assert (mnt / "kept.txt").read_bytes() == b"before the kill"
+        assert "daemon that died was still there" in (tmp_path / "log").read_text()
+    finally:
+        state = runtime.read_state(str(mnt))
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+        if state and runtime.pid_alive(state["pid"]):
+            os.kill(state["pid"], signal.SIGKILL)

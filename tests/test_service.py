@@ -49,6 +49,14 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     for want in ("Type=notify", "Restart=on-failure", "network-online.target", "ExecStop=",
                  "DeviceAllow=/dev/fuse"):  # fmt: skip
         assert want in text
+    # any of these gives the service its own mount namespace: the bucket would be mounted
+    # where only the service sees it (what a real systemd showed; test_systemd.py)
+    settings = {ln.split("=", 1)[0] for ln in text.splitlines() if "=" in ln and ln[0] != "#"}
+    private = {"PrivateTmp", "PrivateDevices", "PrivateMounts", "ProtectSystem", "ProtectHome",
+               "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+               "ProtectControlGroups", "ProtectProc", "ReadOnlyPaths", "ReadWritePaths",
+               "InaccessiblePaths", "BindPaths", "TemporaryFileSystem", "MountFlags"}  # fmt: skip
+    assert settings & private == set()
 
 
 def exec_line(unit: Path, key: str, env: dict[str, str]) -> list[str]:
