@@ -63,6 +63,19 @@ def copy_checkout() -> None:
         shutil.copy(f, IMAGE / f.lstrip("/"))
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc: procps may not be installed)."""
+    out = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.split("/")[2]))
+    return sorted(out)
+
+
 class Container:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -74,10 +87,9 @@ class Container:
         deadline = time.monotonic() + 60
         self.init = 0
         while time.monotonic() < deadline:
-            kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()  # fmt: skip
+            kids = children(self.proc.pid)
             if kids:
-                self.init = int(kids[0])
+                self.init = kids[0]
                 state = self.run("systemctl is-system-running", check=False)
                 if state in ("running", "degraded"):
                     return
@@ -128,6 +140,9 @@ def main() -> int:
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
                       aws_access_key_id="k", aws_secret_access_key="s")  # fmt: skip
     s3.create_bucket(Bucket="demo-bucket")
+    # left enabled by a run that was interrupted: it would start at boot, before the install
+    for link in glob.glob(str(IMAGE / "etc/systemd/system/*.wants/s3fuse@*.service")):
+        os.unlink(link)
     (IMAGE / "etc/s3fuse").mkdir(parents=True, exist_ok=True)
     (IMAGE / "etc/s3fuse/demo.conf").write_text(
         f"S3FUSE_BUCKET=demo-bucket\nS3FUSE_MOUNTPOINT=/mnt/demo\n"
@@ -140,7 +155,8 @@ def main() -> int:
         say(f"systemd {c.run('systemctl --version | head -1')} is PID 1 in the container")
         say("scripts/install in the container")
         c.run("cd /root/project && scripts/install", timeout=900)
-        c.run("systemctl start s3fuse@demo")  # returns once the unit sent READY=1
+        c.run("systemctl enable --now s3fuse@demo")  # returns once the unit sent READY=1
+        check("enabled for boot", c.run("systemctl is-enabled s3fuse@demo") == "enabled")
         check("READY only once the mount answers",
               c.run("findmnt -n -o FSTYPE /mnt/demo", check=False) == "fuse.s3fuse")  # fmt: skip
         c.run("echo hello > /mnt/demo/hello.txt")
@@ -188,7 +204,7 @@ def main() -> int:
               c.run("cat /mnt/demo/hello.txt", check=False) == "hello")  # fmt: skip
         journal = c.run("journalctl -u s3fuse@demo --no-pager", check=False)
         check("the dead daemon's mount was taken over", "daemon that died" in journal)
-        c.run("systemctl stop s3fuse@demo", check=False)
+        c.run("systemctl disable --now s3fuse@demo", check=False)  # the image stays clean
     finally:
         c.stop()
         proxy.close()

@@ -24,4 +24,4 @@ def test_the_unit_under_a_real_systemd() -> None:
     checks = [ln for ln in r.stdout.splitlines() if ln.startswith("[systemd-check] ")]
     assert r.returncode == 0, "\n".join(checks) + "\n" + r.stderr[-3000:]
     assert checks[-1] == "[systemd-check] all checks passed"
-    assert sum(" ok   " in ln for ln in checks) == 7, checks
+    assert sum(" ok   " in ln for ln in checks) == 8, checks
