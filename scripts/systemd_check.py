@@ -78,23 +78,27 @@ def children(pid: int) -> list[int]:
 
 class Container:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            ["systemd-nspawn", "-q", "-D", str(IMAGE), "--boot", "--register=no",
-             "--keep-unit", "--console=pipe", "--bind=/dev/fuse",
-             "--capability=CAP_SYS_ADMIN"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        self.init = 0
-        while time.monotonic() < deadline:
+        self.log = IMAGE.parent / (IMAGE.name + ".console.log")
+        with open(self.log, "wb") as console:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "-D", str(IMAGE), "--boot", "--register=no",
+                 "--keep-unit", "--console=pipe", "--bind=/dev/fuse",
+                 "--capability=CAP_SYS_ADMIN"],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        self.init, state = 0, "(no answer)"
+        while time.monotonic() < deadline and self.proc.poll() is None:
             kids = children(self.proc.pid)
             if kids:
                 self.init = kids[0]
-                state = self.run("systemctl is-system-running", check=False)
+                state = self.run("systemctl is-system-running", check=False) or "(no answer)"
                 if state in ("running", "degraded"):
                     return
             time.sleep(0.5)
-        raise RuntimeError("the container's systemd did not come up in 60 s")
+        tail = self.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the container's systemd did not come up (exit "
+                           f"{self.proc.poll()}, last state {state!r}); console:\n{tail}")  # fmt: skip
 
     def run(self, cmd: str, *, check: bool = True, timeout: float = 300) -> str:
         r = subprocess.run(
