@@ -97,8 +97,8 @@ class Container:
                     return
             time.sleep(0.5)
         tail = self.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"the container's systemd did not come up (exit "
-                           f"{self.proc.poll()}, last state {state!r}); console:\n{tail}")  # fmt: skip
+        why = f"exit {self.proc.poll()}, last state {state!r}"
+        raise RuntimeError(f"the container's systemd did not come up ({why}); console:\n{tail}")
 
     def run(self, cmd: str, *, check: bool = True, timeout: float = 300) -> str:
         r = subprocess.run(
