@@ -76,6 +76,27 @@ def children(pid: int) -> list[int]:
     return sorted(out)
 
 
+def cgroups() -> list[str]:
+    """systemd-nspawn needs the cgroup file systems under /sys/fs/cgroup. A chroot whose
+    /sys was bound without its submounts (the fresh-machine one) has an empty directory
+    there: mount the hierarchies this kernel runs (the host's systemd hierarchy and the
+    unified one) again. Returns what was mounted, for unmounting afterwards."""
+    if os.path.ismount("/sys/fs/cgroup"):
+        return []
+    mounted = []
+    steps = [
+        (["-t", "tmpfs", "-o", "mode=755", "tmpfs"], "/sys/fs/cgroup"),
+        (["-t", "cgroup2", "cgroup2"], "/sys/fs/cgroup/unified"),
+        (["-t", "cgroup", "-o", "none,name=systemd", "cgroup"], "/sys/fs/cgroup/systemd"),
+    ]
+    for args, where in steps:
+        os.makedirs(where, exist_ok=True)
+        subprocess.run(["mount", *args, where], check=True)
+        mounted.append(where)
+    say("mounted the cgroup hierarchies under /sys/fs/cgroup (this /sys came without them)")
+    return mounted
+
+
 class Container:
     def __init__(self) -> None:
         self.log = IMAGE.parent / (IMAGE.name + ".console.log")
@@ -126,6 +147,11 @@ class Container:
             self.proc.wait()
 
 
+def unmount(mounted: list[str]) -> None:
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", where], check=False)
+
+
 def check(what: str, ok: bool, detail: Any = "") -> None:
     say(f"{'ok  ' if ok else 'FAIL'} {what} {detail}")
     if not ok:
@@ -154,7 +180,14 @@ def main() -> int:
         "AWS_ACCESS_KEY_ID=k\nAWS_SECRET_ACCESS_KEY=s\n"
     )
     say("booting the container")
-    c = Container()
+    mounted = cgroups()
+    try:
+        c = Container()
+    except BaseException:
+        unmount(mounted)
+        proxy.close()
+        moto.stop()
+        raise
     try:
         say(f"systemd {c.run('systemctl --version | head -1')} is PID 1 in the container")
         say("scripts/install in the container")
@@ -211,6 +244,7 @@ def main() -> int:
         c.run("systemctl disable --now s3fuse@demo", check=False)  # the image stays clean
     finally:
         c.stop()
+        unmount(mounted)
         proxy.close()
         moto.stop()
     say("all checks passed")
