@@ -117,9 +117,23 @@ class Container:
                 if state in ("running", "degraded"):
                     return
             time.sleep(0.5)
-        tail = self.log.read_text(errors="replace")[-3000:]
+        tail = self.log.read_text(errors="replace")[-3000:] + "\n" + self.tree(self.proc.pid)
+        tail += "\n" + self.run("systemctl is-system-running 2>&1; ls -la /run/systemd | head",
+                                 check=False)  # fmt: skip
         why = f"exit {self.proc.poll()}, last state {state!r}"
         raise RuntimeError(f"the container's systemd did not come up ({why}); console:\n{tail}")
+
+    @staticmethod
+    def tree(pid: int, depth: int = 0) -> str:
+        """pid and its descendants with their commands (for a report)."""
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        lines = [f"{'  ' * depth}{pid} {comm}"]
+        for kid in children(pid):
+            lines.append(Container.tree(kid, depth + 1))
+        return "\n".join(lines)
 
     def run(self, cmd: str, *, check: bool = True, timeout: float = 300) -> str:
         r = subprocess.run(
