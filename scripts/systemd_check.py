@@ -137,7 +137,7 @@ class Container:
 
     def run(self, cmd: str, *, check: bool = True, timeout: float = 300) -> str:
         r = subprocess.run(
-            ["nsenter", "-t", str(self.init), "-m", "-u", "-i", "-n", "-p", "--",
+            ["nsenter", "-t", str(self.init), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
              "/usr/bin/env", "-i", PATH, "HOME=/root", "LANG=C.UTF-8",
              "PIP_CERT=/etc/ssl/certs/ca-certificates.crt", "DEBIAN_FRONTEND=noninteractive",
              "bash", "-c", cmd],
