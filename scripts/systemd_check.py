@@ -107,6 +107,15 @@ class Container:
                  "--capability=CAP_SYS_ADMIN"],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
             )  # fmt: skip
+        try:
+            self.boot()
+        except BaseException:
+            if self.proc.poll() is None:  # never leave the container running
+                self.proc.kill()
+                self.proc.wait()
+            raise
+
+    def boot(self) -> None:
         deadline = time.monotonic() + 120
         self.init, state = 0, "(no answer)"
         while time.monotonic() < deadline and self.proc.poll() is None:
