@@ -11,13 +11,15 @@ Prints one table of figures and ratios. Timings are for reading, never for pass/
 Workloads: small1, small8 (4 KiB files, 1 and 8 writers), write (one large file), read
 (cold sequential), ls (ls -l of objects written by another tool, cold), lswarm (again,
 warm), lsmeta (objects carrying mode/uid/gid/mtime, on the tool's next mount), stat (by
-name, cold), overwrite (4 KiB in a large file), cptree (cp -r of a tree).
+name, cold), statmeta (by name, objects carrying metadata, a fresh mount), overwrite
+(4 KiB in a large file), cptree (cp -r of a tree).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import hashlib
 import mmap
 import os
@@ -650,13 +652,13 @@ class Bench:
             elapsed, self.server.requests_since(offset, bucket), n[0] == self.sizes.list_objects
         )
 
-    def stat_fs(self, t: Target) -> Result:
+    def stat_fs(self, t: Target, metadata: bool = False) -> Result:
         bucket = self.server.bucket()
         if t.name == "local":
             mnt = self._local_many(t.mount(bucket))
         else:
-            self._seed_many(bucket)
-            mnt = t.mount(bucket)
+            self._seed_many(bucket, metadata=metadata)
+            mnt = t.mount(bucket)  # a fresh mount: no metadata cache of an earlier one
         offset = self.server.log_size()
         names = [mnt / "many" / f"f{i:05d}" for i in range(self.sizes.stat_names)]
         sizes: list[int] = []
@@ -666,9 +668,12 @@ class Bench:
         ok = sizes == [i % 100 for i in range(self.sizes.stat_names)]
         return Result(self.sizes.stat_names / elapsed, reqs, ok)
 
-    def stat_boto(self) -> Result:
+    def stat_meta_fs(self, t: Target) -> Result:
+        return self.stat_fs(t, metadata=True)
+
+    def stat_boto(self, metadata: bool = False) -> Result:
         bucket = self.server.bucket()
-        self._seed_many(bucket)
+        self._seed_many(bucket, metadata=metadata)
         offset = self.server.log_size()
         sizes: list[int] = []
         s3 = self.server.s3
@@ -802,6 +807,9 @@ def workloads(b: Bench) -> list[Workload]:
                  False, Bench.ls_remount_fs, Bench.ls_boto),
         Workload("stat", f"stat of {s.stat_names} names (cold)", "stats/s", True,
                  Bench.stat_fs, Bench.stat_boto),
+        Workload("statmeta", f"stat of {s.stat_names} names carrying metadata (fresh mount)",
+                 "stats/s", True, Bench.stat_meta_fs, functools.partial(Bench.stat_boto,
+                                                                         metadata=True)),
         Workload("overwrite", f"4 KiB overwrite in a {s.overwrite_file // MiB} MiB file", "s",
                  False, Bench.overwrite_fs, Bench.overwrite_boto),
         Workload("cptree", f"cp -r of {s.tree_files} files in 30 dirs", "s", False,
