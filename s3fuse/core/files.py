@@ -113,11 +113,9 @@ class Files:
         if node.opens > 0 and not node.is_link:
             # POSIX: open descriptors keep the file's content after unlink
             await self.fs.writes.spool_entry(node, keep_content=True)
-        if node.stored and not await self.fs.guard.delete(self.fs.keys.file_key(path), node.etag):
-            await self.fs.guard.relearn(path)
-            log.error("unlink of %r: another writer replaced it since this mount saw it; "
-                      "their version stays", path)  # fmt: skip
-            raise FsError(errno.ESTALE, "replaced by another writer")
+        if node.stored:
+            key = self.fs.keys.file_key(path)
+            await self.fs.guard.delete_seen(path, key, node.etag, "unlink of")
         self.supersede(node)
         self.fs.cache.removed(parent.path, basename(path))
 

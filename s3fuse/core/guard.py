@@ -8,8 +8,10 @@ these are today's plain requests."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -172,6 +174,32 @@ class Guard:
                 raise FsError(errno.ESTALE, f"{dst!r} was changed by another writer")
 
     # ------------------------------------------------------------------ after a lost race
+    async def delete_seen(self, path: str, key: str, etag: str, doing: str) -> None:
+        """delete(key, etag) for path; when another writer replaced it, the mount learns
+        their version and `doing` fails with ESTALE."""
+        if not await self.delete(key, etag):
+            await self.relearn(path)
+            log.error("%s %r not done: another writer replaced it since this mount saw it; "
+                      "their version stays", doing, path)  # fmt: skip
+            raise FsError(errno.ESTALE, "replaced by another writer")
+
+    @contextlib.asynccontextmanager
+    async def lost_race(self, doing: str, *paths: str) -> AsyncIterator[None]:
+        """Around a conditional change of paths: when it failed because another writer
+        changed one (FsError from copy) or deleted one (NoSuchKey), the mount learns what
+        S3 holds now and the change fails with that errno (ENOENT for a deletion)."""
+        try:
+            yield
+        except (FsError, StoreError) as e:
+            if isinstance(e, StoreError) and e.code not in NOT_FOUND:
+                raise
+            for path in paths:
+                await self.relearn(path)
+            log.error("%s not done: %s", doing, e)
+            if isinstance(e, StoreError):
+                raise FsError(errno.ENOENT, "deleted by another writer") from None
+            raise
+
     async def relearn(self, path: str) -> None:
         """Another writer changed path: what this mount knew of it goes, S3's version (a
         HEAD) takes its place."""

@@ -12,7 +12,6 @@ import stat
 from typing import TYPE_CHECKING, Any
 
 from s3fuse.core.types import AttrChanges, Caller, Entry, NewAttrs, refuse
-from s3fuse.errors import NOT_FOUND, FsError, StoreError
 from s3fuse.model import meta, requests, xattrs
 from s3fuse.model.keys import basename
 from s3fuse.s3.parallel import each
@@ -92,17 +91,9 @@ class Headers:
         Tags are copied by S3 unless they are what changed."""
         tagging = node.hdrs.get("tagging", "") if tagging_changed else None
         key = self.fs.keys.file_key(node.path)
-        try:
+        async with self.fs.guard.lost_race(f"change of {node.path!r}'s attributes", node.path):
             params = await self.copy_params(node, tagging=tagging)
             res = await self.fs.guard.copy(key, key, params, src_etag=node.etag)
-        except (FsError, StoreError) as e:
-            if isinstance(e, StoreError) and e.code not in NOT_FOUND:
-                raise
-            await self.fs.guard.relearn(node.path)
-            log.error("change of %r's attributes not applied: %s", node.path, e)
-            if isinstance(e, StoreError):
-                raise FsError(errno.ENOENT, "deleted by another writer") from None
-            raise
         node.etag = res.etag or node.etag
         node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         node.version_id = res.version_id or node.version_id

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from s3fuse.core import bulk
 from s3fuse.core.cache import Child
 from s3fuse.core.types import RENAME_EXCHANGE, RENAME_NOREPLACE, Caller, refuse
-from s3fuse.errors import NOT_FOUND, FsError, StoreError
+from s3fuse.errors import FsError, StoreError
 from s3fuse.model.keys import basename, parent_of
 from s3fuse.spool.entry import CLEAN
 
@@ -104,21 +104,13 @@ class Moves:
         if node.stored:
             await self.fs.names.exact(node)
             dest = target if target is not None and target.stored else None
-            try:
+            doing = f"rename of {node.path!r} to {new_path!r}"
+            async with self.fs.guard.lost_race(doing, node.path, new_path):
                 res = await self.fs.guard.copy(
                     old_key, new_key, await self.fs.headers.copy_params(node),
                     src_etag=node.etag, dest_absent=dest is None,
                     dest_etag=dest.etag if dest is not None else None,
                 )  # fmt: skip
-            except (FsError, StoreError) as e:
-                if isinstance(e, StoreError) and e.code not in NOT_FOUND:
-                    raise
-                await self.fs.guard.relearn(node.path)
-                await self.fs.guard.relearn(new_path)
-                log.error("rename of %r to %r not done: %s", node.path, new_path, e)
-                if isinstance(e, StoreError):
-                    raise FsError(errno.ENOENT, "deleted by another writer") from None
-                raise
             try:
                 replaced_meanwhile = not await self.fs.guard.delete(old_key, node.etag)
                 if replaced_meanwhile:
@@ -138,11 +130,8 @@ class Moves:
 
     async def delete_target(self, target: Node) -> None:
         """The object a rename replaces, when nothing was copied over it."""
-        if not await self.fs.guard.delete(self.fs.keys.file_key(target.path), target.etag):
-            await self.fs.guard.relearn(target.path)
-            log.error("rename over %r not done: another writer replaced it since this mount "
-                      "saw it", target.path)  # fmt: skip
-            raise FsError(errno.ESTALE, "replaced by another writer")
+        key = self.fs.keys.file_key(target.path)
+        await self.fs.guard.delete_seen(target.path, key, target.etag, "rename over")
 
     def repath(self, node: Node, old_path: str, new_path: str) -> None:
         """Move node (and, for a directory, everything known below it) to new_path."""
