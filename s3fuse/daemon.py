@@ -6,7 +6,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -96,13 +95,11 @@ def left_by_a_dead_daemon(path: str) -> bool:
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             return False
-    want = os.path.abspath(path)
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
-            if where == want and fields[2] == "fuse.s3fuse":
-                return True
+    # resolved without stat()ing the dead mount itself
+    where = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))),
+                         os.path.basename(os.path.abspath(path)))  # fmt: skip
+    with contextlib.suppress(OSError):
+        return kernel.device_of(where) is not None
     return False
 
 
