@@ -6,10 +6,10 @@ file."""
 from __future__ import annotations
 
 import errno
-import json
 import os
-import sys
 
+from s3fuse.cli import _envelope as envelope
+from s3fuse.cli import _fail as fail
 from s3fuse.core.versions import parse, restored_name, stamp
 
 LIST = "user.s3.versions"
@@ -17,11 +17,11 @@ RESTORE = "user.s3.restore"
 
 
 def _fail(code: str, message: str, as_json: bool) -> int:
+    """The CLI's error: its JSON envelope, or its message on stderr."""
     if as_json:
-        print(json.dumps({"success": False, "error": {"code": code, "message": message}}))
-    else:
-        print(f"s3fuse: error: {message}", file=sys.stderr)
-    return 1
+        print(envelope(False, code=code, message=message))
+        return 1
+    return fail(code, message)
 
 
 def _why(path: str, e: OSError) -> tuple[str, str]:
@@ -48,7 +48,7 @@ def cmd_versions(path: str, restore: str | None, as_json: bool) -> int:
             rows = [{"version_id": v.version_id, "last_modified": stamp(v.last_modified_ns),
                      "size": v.size, "etag": v.etag, "current": v.latest,
                      "deleted": v.delete_marker} for v in versions]  # fmt: skip
-            print(json.dumps({"success": True, "data": {"path": path, "versions": rows}}))
+            print(envelope(True, {"path": path, "versions": rows}))
             return 0
         print(f"{'VERSION ID':34} {'LAST MODIFIED (UTC)':20} {'SIZE':>12}  ETAG")
         for v in versions:
@@ -70,7 +70,7 @@ def cmd_versions(path: str, restore: str | None, as_json: bool) -> int:
         return _fail(*_why(path, e), as_json)
     new = os.path.join(os.path.dirname(path), restored_name(os.path.basename(path), chosen))
     if as_json:
-        print(json.dumps({"success": True, "data": {"path": path, "restored": new}}))
+        print(envelope(True, {"path": path, "restored": new}))
     else:
         print(new)
     return 0
