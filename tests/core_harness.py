@@ -38,13 +38,13 @@ CTX = Ctx()
 
 class ModeOnly:
     update_mode = True
-    update_uid = update_gid = update_mtime = update_size = False
+    update_uid = update_gid = update_mtime = update_atime = update_size = False
 
 
 class Mode:
     def __init__(self, mode: int) -> None:
         self.st_mode = mode
-        self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = 0
+        self.st_uid = self.st_gid = self.st_size = self.st_mtime_ns = self.st_atime_ns = 0
 
 
 class Core:

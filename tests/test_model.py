@@ -7,6 +7,8 @@ import errno
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from s3fuse.model import etag, meta, requests, xattrs
 from s3fuse.model.xattrs import XattrError
@@ -124,7 +126,7 @@ def test_marker_takes_only_the_mounts_encryption() -> None:
 
 
 def test_symlink_is_binary_whatever_its_name() -> None:
-    p = requests.symlink_put({"content_type": "text/html", "storage_class": "GLACIER"}, {})
+    p = requests.whole_put({"content_type": "text/html", "storage_class": "GLACIER"}, {})
     assert p["ContentType"] == meta.DEFAULT_CONTENT_TYPE and p["StorageClass"] == "GLACIER"
 
 
@@ -274,11 +276,18 @@ def test_bad_values_name_what_is_allowed(short: str, raw: bytes, says: str) -> N
 
 
 def test_user_metadata_values_and_the_size_limit() -> None:
-    assert xattrs.validate_meta_value("color", b"blue") == "blue"
-    with pytest.raises(XattrError, match="not UTF-8"):
-        xattrs.validate_meta_value("color", b"\xff")
-    with pytest.raises(XattrError, match="printable ASCII"):
-        xattrs.validate_meta_value("color", b"a\nb")
+    # plain header text stays as it is (other tools read it unchanged)
+    assert xattrs.encode_meta_value(b"blue") == "blue"
+    assert xattrs.encode_meta_value(b"a=b; c") == "a=b; c"
+    # UTF-8 text: an RFC 2047 word, as AWS S3 answers such values itself
+    assert xattrs.encode_meta_value("caf\u00e9".encode()) == "=?UTF-8?B?Y2Fmw6k=?="
+    # anything else: base64 after a marker
+    assert xattrs.encode_meta_value(b"\xff\x00") == "s3fuse-b64:/wA="
+    # what would not come back as it went: encoded too
+    for raw in (b"", b" pad", b"pad ", b"a\nb", b"s3fuse-b64:x", b"=?UTF-8?B?eA==?="):
+        assert xattrs.encode_meta_value(raw) != raw.decode()
+    # a word another tool (or AWS) wrote decodes, Q form included
+    assert xattrs.decode_meta_value("=?UTF-8?Q?caf=C3=A9?=") == "caf\u00e9".encode()
     xattrs.check_meta_size({"k": "v" * (xattrs.META_LIMIT - 1)})
     with pytest.raises(XattrError) as e:
         xattrs.check_meta_size({"k": "v" * xattrs.META_LIMIT})
@@ -330,3 +339,10 @@ def test_tags_and_directory_defaults_round_trip() -> None:
     md = xattrs.dir_defaults_to_meta(values)
     assert md == {"s3fuse-default-storage-class": "GLACIER", "s3fuse-default-sse-kms-key-id": "k"}
     assert xattrs.dir_defaults_from_meta({**md, "s3fuse-default-nonsense": "x", "o": "1"}) == values
+
+
+@given(st.binary(max_size=300))
+def test_any_xattr_bytes_round_trip_through_header_text(raw: bytes) -> None:
+    value = xattrs.encode_meta_value(raw)
+    assert all(0x20 <= ord(c) <= 0x7E for c in value) and value == value.strip()
+    assert xattrs.decode_meta_value(value) == raw

@@ -103,6 +103,7 @@ class Dirs:
         node = self.fs.table.install(path, attrs, stored=True, etag=etag, full=True)
         self.fs.cache.added(parent.path, basename(path), Child(True))
         self.fs.cache.put_listing(path, DirListing())
+        self.fs.table.names_changed(parent)
         return self.fs.table.reply(node)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Caller) -> None:
@@ -116,4 +117,5 @@ class Dirs:
         if node.stored:
             await self.fs.store.delete(self.fs.keys.marker_key(path))
         self.fs.cache.removed(parent.path, basename(path))
+        self.fs.table.names_changed(parent)
         self.fs.table.detach(node)

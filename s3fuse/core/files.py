@@ -1,7 +1,7 @@
 """Files as names: create (one PutObject at close, no HEAD before it), open (truncation,
 handles), release (the last close lets go of the spool copy), unlink (a pending upload is
-superseded, a stored object deleted), symlinks (objects holding their target), and the
-refusals S3 forces (no hard links, no device nodes)."""
+superseded, a stored object deleted), symlinks (objects holding their target), special
+files (fifos, sockets, devices: zero-byte objects), and no hard links (S3 has none)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class Files:
         entry.touch()  # an empty new file is still uploaded as an empty object
         node.entry = entry
         self.fs.cache.added(parent.path, basename(path), Child(False))
+        self.fs.table.names_changed(parent)
         fh = self.fs.table.open_handle(node, writable=True)
         return Opened(fh=fh), self.fs.table.reply(node)
 
@@ -72,7 +73,7 @@ class Files:
             async with entry.lock:
                 entry.truncate(0)
             node.attrs.size = 0
-            node.attrs.mtime_ns = meta.now_ns()
+            node.attrs.modified()
         append = writable and bool(flags & os.O_APPEND)
         return Opened(self.fs.table.open_handle(node, writable, append=append), changed)
 
@@ -118,6 +119,8 @@ class Files:
             await self.fs.guard.delete_seen(path, key, node.etag, "unlink of")
         self.supersede(node)
         self.fs.cache.removed(parent.path, basename(path))
+        self.fs.table.names_changed(parent)
+        node.attrs.changed()  # for descriptors still open
 
     def supersede(self, node: Node) -> None:
         """node's name now means something else (unlinked, replaced, renamed over): its
@@ -130,22 +133,30 @@ class Files:
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Caller) -> Entry:
         """Stored the s3fs-fuse way: the object's body is the target, its mode S_IFLNK."""
+        attrs = Attrs(stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, meta.now_ns(), len(target))
+        node = await self.put_whole(parent_inode, name, attrs, target)
+        node.target = target
+        return self.fs.table.reply(node)
+
+    async def put_whole(self, parent_inode: int, name: bytes, attrs: Attrs, body: bytes) -> Node:
+        """A new name whose object is written at once, not through the spool: a symlink
+        (body = target) or a special file (no body). No HEAD first: the kernel looked the
+        name up (EEXIST is its answer)."""
         self.fs.cfg.check_writable()
         parent = self.fs.table.node(parent_inode)
         path = self.fs.table.child_path(parent, name)
         key = self.fs.keys.file_key(path)
-        attrs = Attrs(stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, meta.now_ns(), len(target))
-        node = Node(0, path, attrs)
-        params = requests.symlink_put(
-            await self.fs.writes.inherited(path), self.fs.headers.metadata(node)
+        params = requests.whole_put(
+            await self.fs.writes.inherited(path), self.fs.headers.metadata(Node(0, path, attrs))
         )
         res = await self.fs.store.put(
-            key, target, md5=hashlib.md5(target).digest(), size=len(target), headers=params
+            key, body, md5=hashlib.md5(body).digest(), size=len(body), headers=params
         )
         node = self.fs.table.install(path, attrs, stored=True, etag=res.etag, full=True)
-        node.target = target
-        self.fs.cache.added(parent.path, basename(path), Child(False, len(target), res.etag))
-        return self.fs.table.reply(node)
+        node.written(res.last_modified_ns, otherwise=attrs.mtime_ns)
+        self.fs.cache.added(parent.path, basename(path), Child(False, len(body), res.etag))
+        self.fs.table.names_changed(parent)
+        return node
 
     async def readlink(self, inode: int, ctx: Caller) -> bytes:
         node = self.fs.table.node(inode)
@@ -162,6 +173,13 @@ class Files:
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Caller
     ) -> Entry:
-        raise FsError(
-            errno.EPERM, "only regular files, directories and symlinks can be stored on S3"
-        )
+        """Fifos, unix sockets, character and block devices: zero-byte objects whose mode
+        (and x-amz-meta-rdev for a device) says what they are, as s3fs-fuse stores them;
+        the kernel serves their I/O. mknod of a regular file makes an empty one."""
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in (stat.S_IFREG, *meta.SPECIAL_TYPES):
+            raise refuse(errno.EINVAL)
+        devices = (stat.S_IFCHR, stat.S_IFBLK)
+        attrs = Attrs(kind | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns(),
+                      rdev=rdev if kind in devices else 0)  # fmt: skip
+        return self.fs.table.reply(await self.put_whole(parent_inode, name, attrs, b""))

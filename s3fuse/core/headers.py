@@ -130,15 +130,21 @@ class Headers:
         if fields.update_mtime:
             a.mtime_ns = attr.st_mtime_ns
             changed_meta = True
+        if fields.update_atime:
+            a.atime_ns = attr.st_atime_ns
+            changed_meta = True
+        now = meta.now_ns()
+        a.changed(now)  # POSIX: any change of attributes sets the ctime
         if fields.update_size:
             if node.is_dir:
                 raise refuse(errno.EISDIR)
-            entry = await self.fs.writes.spool_entry(node, keep_content=attr.st_size > 0)
-            async with entry.lock:
-                entry.truncate(attr.st_size)
-            a.size = attr.st_size
+            if not node.attrs.is_special:
+                entry = await self.fs.writes.spool_entry(node, keep_content=attr.st_size > 0)
+                async with entry.lock:
+                    entry.truncate(attr.st_size)
+                a.size = attr.st_size
             if not fields.update_mtime:
-                a.mtime_ns = meta.now_ns()
+                a.mtime_ns = now
             if node.opens == 0:
                 await self.fs.writes.upload(node)  # truncate(2) on a path: no close() will follow
         elif changed_meta:

@@ -27,6 +27,12 @@ def newer(seen_ns: int, known_ns: int) -> bool:
     return seen_ns // 10**9 > known_ns // 10**9
 
 
+def keep_later_times(stored: Attrs, local: Attrs) -> None:
+    """A directory's times as S3 shows them, or this mount's when later (names_changed)."""
+    stored.mtime_ns = max(stored.mtime_ns, local.mtime_ns)
+    stored.ctime_ns = max(stored.ctime, local.ctime)
+
+
 class InodeTable:
     def __init__(self, cfg: FsConfig, cache: Caches) -> None:
         self.cfg = cfg
@@ -130,6 +136,8 @@ class InodeTable:
             self.nodes[node.ino] = node
             self.by_path[path] = node.ino
         elif node.entry is None:
+            if node.is_dir:
+                keep_later_times(attrs, node.attrs)
             node.attrs = attrs
         if node.entry is None and full:
             self.learn_xattrs(node, info)
@@ -142,6 +150,15 @@ class InodeTable:
                 if listing is not None and listing.verdict == "plain":
                     listing.verdict = "rich"  # metadata where the sample saw none: HEAD all
         return node
+
+    @staticmethod
+    def names_changed(*dirs: Node) -> None:
+        """A name was added to or removed from these directories: their mtime and ctime
+        are now. Kept by this mount only (a marker PUT per create would double the cost of
+        small files), and not lost to a refresh from S3 (install keeps the later times)."""
+        now = meta.now_ns()
+        for d in dirs:
+            d.attrs.modified(now)
 
     def learn_xattrs(self, node: Node, info: ObjectInfo | None) -> None:
         """Header values and user metadata as S3 holds them (HEAD)."""
@@ -223,7 +240,8 @@ class InodeTable:
         return Entry(
             st_ino=node.ino, st_mode=a.mode, st_nlink=2 if node.is_dir else 1, st_uid=a.uid,
             st_gid=a.gid, st_size=size, st_blksize=BLKSIZE, st_blocks=(size + 511) // 512,
-            st_mtime_ns=a.mtime_ns, entry_timeout=timeout, attr_timeout=timeout,
+            st_mtime_ns=a.mtime_ns, st_atime_ns=a.atime, st_ctime_ns=a.ctime, st_rdev=a.rdev,
+            entry_timeout=timeout, attr_timeout=timeout,
         )  # fmt: skip
 
     def reply(self, node: Node) -> Entry:

@@ -66,6 +66,10 @@ class Moves:
                 raise refuse(errno.EISDIR)
             if target.is_dir:
                 await self.check_empty(target.path)
+            elif target.opens > 0 and not target.is_link:
+                # POSIX: descriptors open on the replaced file keep reading its content
+                await self.fs.writes.spool_entry(target, keep_content=True)
+        node.attrs.changed()  # POSIX lets rename set the ctime; Linux does (so does the copy)
         if node.is_dir:
             await bulk.move_prefix(
                 self.fs.store, self.fs.keys.dir_prefix(old_path), self.fs.keys.dir_prefix(new_path)
@@ -83,6 +87,7 @@ class Moves:
                 await self.delete_target(target)
             self.fs.files.supersede(target)  # its key now holds the renamed file
         self.repath(node, old_path, new_path)
+        self.fs.table.names_changed(old_parent, new_parent)
         self.fs.cache.removed(old_parent.path, basename(old_path))
         self.fs.cache.negative.pop(new_path, None)
         self.fs.cache.added(

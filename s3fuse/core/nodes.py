@@ -93,6 +93,7 @@ class Handle:
     writable: bool
     append: bool = False  # O_APPEND: every write goes to the end of the file as we know it
     reader: Reader | None = None  # ranged GETs with read-ahead, made on first read
+    served: int = 0  # bytes of the stored object read through it
 
 
 @dataclass(eq=False)

@@ -49,9 +49,10 @@ Fetch = Callable[[int, int, bool], Awaitable[tuple[int, bytes]]]
 class Stream:
     def __init__(
         self, store: Store, key: str, start: int, end: int, tasks: Background,
-        sums: blocksums.BlockSums | None = None,
+        sums: blocksums.BlockSums | None = None, pin: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.store, self.key, self.end, self.sums = store, key, end, sums
+        self.pin = pin  # GetObject's VersionId/IfMatch: the version the file was opened at
         if sums is not None:
             start = sums.span(start, start)[0]
         self.offsets: list[int] = []
@@ -78,7 +79,7 @@ class Stream:
         unchecked: list[bytes] = []  # of the block under way (with sums)
         summed = blocksums.ChunkSums()  # its sums, kept as the pieces arrive
         try:
-            body = await self.store.open_stream(self.key, self.filled, self.end)
+            body = await self.store.open_stream(self.key, self.filled, self.end, self.pin)
             try:
                 while arrived < self.end and not self.closed:
                     if arrived == self.filled and self.filled - self.want >= self.window:
@@ -175,9 +176,10 @@ class Stream:
 class Reader:
     def __init__(
         self, store: Store, key: str, size: int, fetch: Fetch, tasks: Background,
-        sums: blocksums.BlockSums | None = None,
+        sums: blocksums.BlockSums | None = None, pin: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.store, self.key, self.size, self.sums = store, key, size, sums
+        self.pin = pin
         self.fetch = fetch  # ranged GET, checked (whole objects: ETag; ranges: block sums)
         self.tasks = tasks
         self.stream: Stream | None = None
@@ -199,7 +201,9 @@ class Reader:
             data = await self._stream_read(off, size)
         elif off == 0 or (abs(off - self.last_end) <= PIECE and self.sequential >= STREAM_AFTER):
             self.close()
-            self.stream = Stream(self.store, self.key, off, self.size, self.tasks, self.sums)
+            self.stream = Stream(
+                self.store, self.key, off, self.size, self.tasks, self.sums, self.pin
+            )
             data = await self._stream_read(off, size)
         else:
             end = min(self.size, off + max(size, RANDOM_READ))

@@ -1,8 +1,9 @@
 """Reading files: every byte handed out is checked. Small objects come whole, checked
 against their ETag; large ones through a Reader (readahead.py) in whole blocks checked
 against their block checksums; the download before a partial write is checked too.
-Corrupted bytes are fetched again; a changed ETag means another writer replaced the
-object, and its new version is read."""
+Corrupted bytes are fetched again. Every read of a descriptor is of the version it opened
+(GetObject VersionId, else IfMatch): another client's replacement is never mixed in; it
+is read from the old version where the bucket keeps versions, else refused (ESTALE)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,30 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3fuse.core.readahead import Reader
-from s3fuse.errors import FsError, StoreError
-from s3fuse.model import blocksums, meta
+from s3fuse.errors import CONFLICT, FsError, StoreError
+from s3fuse.model import blocksums, meta, requests
 from s3fuse.model import etag as etag_sums
 from s3fuse.spool.entry import SpoolEntry
 
 if TYPE_CHECKING:
     from s3fuse.core.fs import S3Fs
-    from s3fuse.core.nodes import Node
+    from s3fuse.core.nodes import Handle, Node
 
 log = logging.getLogger(__name__)
 
 FILL_ATTEMPTS = 3  # downloads before a partial write whose bytes came corrupted
+
+
+class Replaced(FsError):
+    """The version a descriptor opened is no longer stored (another client replaced or
+    deleted the name, in a bucket that keeps no versions): its bytes cannot be read."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            errno.ESTALE,
+            f"{path!r} was replaced or deleted by another client after it was opened; "
+            "open it again to read what is there now",
+        )
 
 
 class Reads:
@@ -36,6 +49,27 @@ class Reads:
         node = h.node
         if node.entry is not None:
             return node.entry.read(off, size)
+        try:
+            data = await self.read_stored(h, off, size)
+        except Replaced:
+            if h.served or node.unlinked:
+                raise
+            # nothing read through this descriptor yet (an open that trusted what this
+            # mount knew): it opens the version there is now
+            if h.reader is not None:
+                h.reader.close()
+                h.reader = None
+            if await self.fs.names.file_node(node.path) is not node:
+                raise
+            data = await self.read_stored(h, off, size)
+        h.served += len(data)
+        return data
+
+    def pin(self, node: Node) -> dict[str, str]:
+        return requests.read_pin(node.version_id, node.etag)
+
+    async def read_stored(self, h: Handle, off: int, size: int) -> bytes:
+        node = h.node
         if h.reader is None or h.reader.size != node.attrs.size:
             if h.reader is not None:
                 h.reader.close()
@@ -52,8 +86,14 @@ class Reads:
                 lambda start, end, whole: self.get(node, start, end, whole=whole),
                 self.fs.tasks,
                 sums,
+                self.pin(node),
             )
-        return await h.reader.read(off, size)
+        try:
+            return await h.reader.read(off, size)
+        except StoreError as e:
+            if e.code in CONFLICT:
+                raise Replaced(node.path) from None
+            raise
 
     async def fill(self, node: Node, entry: SpoolEntry) -> None:
         """Bring the stored object into the spool, checked against its ETag (MD5 or
@@ -92,35 +132,35 @@ class Reads:
             return await self.get_blocks(node, key, start, end)
         expect = self.checkable_etag(node)
         try:
-            return start, await self.fs.store.get_range(key, start, end, expect_etag=expect)
+            return start, await self.fs.store.get_range(
+                key, start, end, expect_etag=expect, pin=self.pin(node)
+            )
         except StoreError as e:
+            if e.code in CONFLICT:
+                raise Replaced(node.path) from None
             if e.code != "ChecksumMismatch":
                 raise
             info = await self.fs.store.head(key)
             if info is None or info.etag == node.etag:
                 log.error("read of %r: %s; refusing to return corrupted bytes", node.path, e)
                 raise
-            await self.fs.names.file_node(node.path, info)
-            return start, await self.fs.store.get_range(key, start, min(end, info.size))
+            raise Replaced(node.path) from None
 
     async def get_blocks(self, node: Node, key: str, start: int, end: int) -> tuple[int, bytes]:
         for attempt in range(1, FILL_ATTEMPTS + 1):
             sums = self.block_sums(node)
             if sums is None:
-                return start, await self.fs.store.get_range(key, start, end)
+                return start, await self.fs.store.get_range(key, start, end, pin=self.pin(node))
             s, e = sums.span(start, end)
-            data = await self.fs.store.get_range(key, s, e)
+            data = await self.fs.store.get_range(key, s, e, pin=self.pin(node))
             bad = await trio.to_thread.run_sync(sums.check, s, data)
             if bad is None and len(data) == e - s:
                 return s, data
             self.fs.store.stats.corrupted()
             info = await self.fs.store.head(key)
-            if info is None:
-                raise FsError(errno.ENOENT, f"{node.path!r} was deleted by another client")
-            if info.etag != node.etag:
-                await self.fs.names.file_node(node.path, info)  # replaced: read the new one
-                end = min(end, info.size)
-            elif attempt == FILL_ATTEMPTS:
+            if info is None or info.etag != node.etag:
+                raise Replaced(node.path)
+            if attempt == FILL_ATTEMPTS:
                 log.error("read of %r: bytes at %s do not match their block checksum %d "
                           "times; refusing to return corrupted bytes", node.path, bad,
                           attempt)  # fmt: skip

@@ -92,9 +92,13 @@ class Resolver:
             defaults=self.fs.cfg.defaults,
         )
 
-    def default_dir_attrs(self, mtime_ns: int = 0) -> Attrs:
+    def default_dir_attrs(self, path: str) -> Attrs:
+        """A directory without a marker: the mount's defaults, and the times this mount
+        first saw it (not a new mtime at each refresh)."""
         d = self.fs.cfg.defaults
-        return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime_ns or meta.now_ns())
+        known = self.fs.table.known(path)
+        mtime = known.attrs.mtime_ns if known is not None and known.is_dir else meta.now_ns()
+        return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime)
 
     async def load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
         prefix = self.fs.keys.dir_prefix(path)
@@ -165,7 +169,7 @@ class Resolver:
                 info=info,
             )
         return self.fs.table.install(
-            path, self.default_dir_attrs(), stored=False, etag="", full=True
+            path, self.default_dir_attrs(path), stored=False, etag="", full=True
         )
 
     async def file_node(
@@ -237,7 +241,7 @@ class Resolver:
         trusted: its attributes stand in for a HEAD (else the kernel is told to ask
         again)."""
         if child.is_dir:
-            return self.fs.table.install(path, self.default_dir_attrs(), stored=False, etag="",
+            return self.fs.table.install(path, self.default_dir_attrs(path), stored=False, etag="",
                                  full=False, listed=trusted, at=at)  # fmt: skip
         attrs = meta.decode(
             {}, is_dir=False, size=child.size, last_modified_ns=child.last_modified_ns,

@@ -38,6 +38,8 @@ class AttrChanges(Protocol):
     @property
     def update_mtime(self) -> bool: ...
     @property
+    def update_atime(self) -> bool: ...
+    @property
     def update_size(self) -> bool: ...
 
 
@@ -54,6 +56,8 @@ class NewAttrs(Protocol):
     def st_size(self) -> int: ...
     @property
     def st_mtime_ns(self) -> int: ...
+    @property
+    def st_atime_ns(self) -> int: ...
 
 
 @dataclass
@@ -71,16 +75,10 @@ class Entry:
     st_mtime_ns: int
     entry_timeout: float
     attr_timeout: float
+    st_atime_ns: int
+    st_ctime_ns: int
     st_rdev: int = 0
     generation: int = 0
-
-    @property
-    def st_atime_ns(self) -> int:
-        return self.st_mtime_ns
-
-    @property
-    def st_ctime_ns(self) -> int:
-        return self.st_mtime_ns
 
 
 @dataclass(frozen=True)

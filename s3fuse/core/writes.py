@@ -84,7 +84,7 @@ class Writes:
                 off = entry.size
             n = await entry.write(off, buf)
         node.attrs.size = entry.size
-        node.attrs.mtime_ns = meta.now_ns()
+        node.attrs.modified()
         return n
 
     async def upload(self, node: Node) -> None:

@@ -1,6 +1,7 @@
 """Extended attributes: user.s3.* header values (validated when set, applied to a pending
 upload or, on a stored object, in place with one CopyObject that re-sends every header),
-other user.* names as x-amz-meta-* metadata, the read-only facts (etag, version_id,
+other user.* names as x-amz-meta-* metadata (any bytes: encoded where they are not
+plain header text, xattrs.encode_meta_value), the read-only facts (etag, version_id,
 last_modified, md5), and a versioned bucket's older versions (versions, restore:
 versions.py)."""
 
@@ -59,8 +60,7 @@ class XattrOps:
             node.hdrs = requests.with_value(node.hdrs, n.short, v)
             tagging_changed = n.short == "tagging"
         else:
-            v = xattrs.validate_meta_value(n.short, value)
-            umeta = {**node.umeta, n.short: v}
+            umeta = {**node.umeta, n.short: xattrs.encode_meta_value(value)}
             xattrs.check_meta_size({**umeta, **self.fs.headers.attr_meta(node)})
             node.umeta = umeta
         log.info("%s: set %s", node.path, name.decode(errors="replace"))
@@ -90,7 +90,10 @@ class XattrOps:
         elif n.kind == "action":
             value = None  # write-only
         else:
-            value = node.umeta.get(n.short)
+            stored = node.umeta.get(n.short)
+            if stored is None:
+                raise refuse(ENOATTR)
+            return xattrs.decode_meta_value(stored)
         if value is None:
             raise refuse(ENOATTR)
         return value.encode()

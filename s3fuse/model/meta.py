@@ -3,7 +3,10 @@
 s3fuse uses the s3fs-fuse convention so that buckets interoperate: ``x-amz-meta-mode`` is
 the full st_mode in decimal (type bits included), ``x-amz-meta-uid``/``-gid`` decimal ids,
 ``x-amz-meta-mtime`` seconds since the epoch (a fraction is appended when the time has
-nanoseconds; s3fs reads the integer part).
+nanoseconds; s3fs reads the integer part); ``x-amz-meta-atime``/``-ctime`` alike, written
+only when they differ from the mtime (absent: the mtime stands for them).
+``x-amz-meta-rdev`` is the device number (st_rdev, decimal) of a character or block device
+node; fifos, sockets and devices are zero-byte objects whose mode carries their file type.
 
 Amazon's file interfaces over S3 (FSx for Lustre, File Cache, DataSync, S3 Files) keep
 ``x-amz-meta-file-permissions`` (st_mode in octal, type bits included: ``0100644``),
@@ -24,21 +27,28 @@ META_MODE = "mode"
 META_UID = "uid"
 META_GID = "gid"
 META_MTIME = "mtime"
+META_ATIME = "atime"
+META_CTIME = "ctime"
+META_RDEV = "rdev"
+TIME_META = (META_MTIME, META_ATIME, META_CTIME)
 # the part size of a multipart upload, so that a reader can check the multipart ETag
 META_PART_SIZE = "s3fuse-part-size"
 META_BLOCKS = "s3fuse-blocks"  # blocksums.py
 INTEGRITY_META = (META_PART_SIZE, META_BLOCKS)  # describe the bytes: kept by every copy
 AWS_PERMISSIONS, AWS_OWNER, AWS_GROUP = "file-permissions", "file-owner", "file-group"
 AWS_META = (AWS_PERMISSIONS, AWS_OWNER, AWS_GROUP)
-OWN_META = (META_MODE, META_UID, META_GID, META_MTIME, *INTEGRITY_META, *AWS_META)
+OWN_META = (META_MODE, META_UID, META_GID, *TIME_META, META_RDEV, *INTEGRITY_META, *AWS_META)
 # which keys s3fuse writes: s3fs's (mode/uid/gid), AWS's (file-*), or both; the mtime key
-# is s3fs's in every style (AWS's timestamp keys are not written)
+# keys are s3fs's in every style (AWS's timestamp keys are not written)
 STYLES = ("s3fs", "aws", "both")
 
 log = logging.getLogger(__name__)
 
 DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 
 @dataclass
@@ -48,10 +58,34 @@ class Attrs:
     gid: int
     mtime_ns: int
     size: int = 0
+    rdev: int = 0  # device number of a character or block device node
+    atime_ns: int = 0  # 0: the mtime stands for it
+    ctime_ns: int = 0  # 0: the mtime stands for it
+
+    @property
+    def atime(self) -> int:
+        return self.atime_ns or self.mtime_ns
+
+    @property
+    def ctime(self) -> int:
+        return self.ctime_ns or self.mtime_ns
+
+    def changed(self, now: int | None = None) -> None:
+        """The inode changed (mode, owner, name, size, times): its ctime is now."""
+        self.ctime_ns = now or now_ns()
+
+    def modified(self, now: int | None = None) -> None:
+        """The content (a directory's: its names) changed: mtime and ctime are now."""
+        self.mtime_ns = self.ctime_ns = now or now_ns()
 
     @property
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_special(self) -> bool:
+        """A fifo, socket or device node: a zero-byte object, its I/O the kernel's."""
+        return stat.S_IFMT(self.mode) in SPECIAL_TYPES
 
     @property
     def is_link(self) -> bool:
@@ -97,6 +131,11 @@ def encode(attrs: Attrs, style: str = "s3fs") -> dict[str, str]:
         out.update({AWS_PERMISSIONS: f"0{attrs.mode:o}", AWS_OWNER: str(attrs.uid),
                     AWS_GROUP: str(attrs.gid)})  # fmt: skip
     out[META_MTIME] = encode_mtime(attrs.mtime_ns)
+    for key, ns in ((META_ATIME, attrs.atime_ns), (META_CTIME, attrs.ctime_ns)):
+        if ns and ns != attrs.mtime_ns:
+            out[key] = encode_mtime(ns)
+    if stat.S_ISCHR(attrs.mode) or stat.S_ISBLK(attrs.mode):
+        out[META_RDEV] = str(attrs.rdev)
     return out
 
 
@@ -140,22 +179,30 @@ def decode(
         mode = kind | (defaults.dir_mode if is_dir else defaults.file_mode)
     elif stat.S_IFMT(mode) == 0:
         mode |= kind  # some tools store only permission bits
-    elif is_dir and not stat.S_ISDIR(mode):
-        mode = stat.S_IFDIR | stat.S_IMODE(mode)
+    elif is_dir != stat.S_ISDIR(mode):
+        mode = kind | stat.S_IMODE(mode)  # a key ending in "/" is a directory, others not
     uid = _int(meta, META_UID)
     if uid is None:
         uid = _int(meta, AWS_OWNER)
     gid = _int(meta, META_GID)
     if gid is None:
         gid = _int(meta, AWS_GROUP)
-    mtime = decode_mtime(meta[META_MTIME]) if META_MTIME in meta else None
+    mtime = _time(meta, META_MTIME)
+    special = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
     return Attrs(
         mode=mode,
         uid=defaults.uid if uid is None else uid,
         gid=defaults.gid if gid is None else gid,
         mtime_ns=last_modified_ns if mtime is None else mtime,
-        size=size,
+        size=0 if stat.S_IFMT(mode) in SPECIAL_TYPES else size,
+        rdev=(_int(meta, META_RDEV) or 0) if special else 0,
+        atime_ns=_time(meta, META_ATIME) or 0,
+        ctime_ns=_time(meta, META_CTIME) or 0,
     )
+
+
+def _time(meta: dict[str, str], name: str) -> int | None:
+    return decode_mtime(meta[name]) if name in meta else None
 
 
 def content_type_for(name: str) -> str:

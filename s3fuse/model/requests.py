@@ -133,9 +133,9 @@ def marker_put(mount_values: dict[str, str], metadata: dict[str, str]) -> Params
     return out
 
 
-def symlink_put(values: dict[str, str], metadata: dict[str, str]) -> Params:
-    """A symlink, the s3fs-fuse way (body = target): inherited headers, and a binary
-    content type whatever its name looks like."""
+def whole_put(values: dict[str, str], metadata: dict[str, str]) -> Params:
+    """A symlink (the s3fs-fuse way: body = target) or a special file (no body):
+    inherited headers, and a binary content type whatever its name looks like."""
     out = file_put(values, metadata)
     out["ContentType"] = meta.DEFAULT_CONTENT_TYPE
     return out
@@ -201,6 +201,16 @@ def conditions(base_etag: str | None) -> dict[str, str]:
     """Conditions of a conflict-detecting upload: create only if absent, or replace only
     the version it was based on."""
     return {"IfNoneMatch": "*"} if base_etag is None else {"IfMatch": quoted(base_etag)}
+
+
+def read_pin(version_id: str | None, etag: str) -> dict[str, str]:
+    """GetObject's condition that keeps every read of a descriptor on the version it
+    opened: that version itself where the bucket keeps versions (its bytes stay readable
+    after another client replaced the name), else IfMatch its ETag (a replacement then
+    fails the GET, PreconditionFailed, and is never mixed into what was read)."""
+    if version_id and version_id != "null":
+        return {"VersionId": version_id}
+    return {"IfMatch": quoted(etag)} if etag else {}
 
 
 def copy_conditions(

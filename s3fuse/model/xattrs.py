@@ -6,6 +6,9 @@ setxattr with EINVAL (and a message naming the allowed values), not at close().
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email.header
 import errno
 import re
 from dataclasses import dataclass
@@ -199,12 +202,56 @@ def parse_date(full: str, text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def validate_meta_value(key: str, raw: bytes) -> str:
+# user.* values that are not plain header text: non-ASCII UTF-8 text as an RFC 2047 encoded
+# word (the form AWS S3 itself answers GETs of such values with), other bytes (control
+# characters, spaces at an end, not UTF-8, empty) base64 after a marker
+BYTES_MARKER = "s3fuse-b64:"
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=")
+
+
+def encode_meta_value(raw: bytes) -> str:
+    """The x-amz-meta-* value that holds xattr bytes `raw`: the bytes themselves when they
+    are header text that comes back unchanged (printable ASCII, no space at either end,
+    nothing that reads as an encoding), else an encoding that round-trips any bytes."""
+    text = raw.decode("latin-1")
+    if (
+        text
+        and all(0x20 <= b <= 0x7E for b in raw)
+        and text == text.strip()
+        and not text.startswith(BYTES_MARKER)
+        and not (text.startswith("=?") and text.endswith("?="))
+    ):
+        return text
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
+        text_beyond_ascii = not raw.isascii()
     except UnicodeDecodeError:
-        raise XattrError(errno.EINVAL, f"user.{key}: value is not UTF-8") from None
-    return _header_value(f"user.{key}", text)
+        text_beyond_ascii = False
+    if text_beyond_ascii:
+        return "=?UTF-8?B?" + base64.b64encode(raw).decode() + "?="
+    return BYTES_MARKER + base64.b64encode(raw).decode()
+
+
+def decode_meta_value(value: str) -> bytes:
+    """The xattr bytes an x-amz-meta-* value holds (encode_meta_value's inverse; RFC 2047
+    words written by other tools or by AWS decode too)."""
+    if value.startswith(BYTES_MARKER):
+        try:
+            return base64.b64decode(value[len(BYTES_MARKER) :], validate=True)
+        except binascii.Error:
+            return value.encode()
+    if value.startswith("=?") and all(_ENCODED_WORD.fullmatch(w) for w in value.split()):
+        try:
+            return b"".join(
+                part if isinstance(part, bytes) else part.encode()
+                for part, _ in email.header.decode_header(value)
+            )
+        except (ValueError, binascii.Error):
+            return value.encode()
+    try:
+        return value.encode("latin-1")  # botocore reads headers as latin-1: the raw bytes
+    except UnicodeEncodeError:
+        return value.encode()
 
 
 def meta_size(meta: dict[str, str]) -> int:

@@ -13,7 +13,7 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
@@ -228,8 +228,9 @@ class Store:
         return await self._run(self.meta_limiter, "ListObjectsV2", prefix, do)
 
     def _checked_get(
-        self, key: str, etag: str | None, sink: BinaryIO, byte_range: str | None = None
-    ) -> int:
+        self, key: str, etag: str | None, sink: BinaryIO, byte_range: str | None = None,
+        pin: Mapping[str, str] | None = None,
+    ) -> int:  # fmt: skip
         """A whole object into sink (in a worker thread). With etag the bytes are checked
         against it (etag.ETagCheck): a corrupted answer is fetched again, up to
         GET_ATTEMPTS times, then refused (ChecksumMismatch), never handed on."""
@@ -238,7 +239,9 @@ class Store:
             sink.seek(0)
             sink.truncate()
             extra = {"Range": byte_range} if byte_range else {}
-            r = self._client.get_object(Bucket=self.bucket, Key=key, **extra, **self._ssec)
+            r = self._client.get_object(
+                Bucket=self.bucket, Key=key, **extra, **(pin or {}), **self._ssec
+            )
             size = int(r.get("ContentLength") or 0)
             got_etag = strip_etag(r.get("ETag"))
             if etag is not None and got_etag not in ("", etag):
@@ -275,26 +278,32 @@ class Store:
                          "(corrupted in transit?)", op="GetObject", key=key)  # fmt: skip
 
     async def get_range(
-        self, key: str, start: int, end: int, *, expect_etag: str | None = None
-    ) -> bytes:
+        self, key: str, start: int, end: int, *, expect_etag: str | None = None,
+        pin: Mapping[str, str] | None = None,
+    ) -> bytes:  # fmt: skip
         """Bytes [start, end) of an object. expect_etag: a GET of the whole object,
-        checked against its ETag (see _checked_get)."""
+        checked against its ETag (see _checked_get). pin: GetObject's VersionId or IfMatch,
+        so that the bytes are those of one version (PreconditionFailed when it is gone)."""
 
         def do() -> bytes:
             buf = io.BytesIO()
-            self._checked_get(key, expect_etag, buf, f"bytes={start}-{end - 1}")
+            self._checked_get(key, expect_etag, buf, f"bytes={start}-{end - 1}", pin)
             return buf.getvalue()
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
 
-    async def open_stream(self, key: str, start: int, end: int) -> Any:
+    async def open_stream(
+        self, key: str, start: int, end: int, pin: Mapping[str, str] | None = None
+    ) -> Any:
         """A GET of bytes [start, end) whose body is read piece by piece (read_stream).
         From 0 it is a plain GET (no Range): servers that slice ranges out of a copy of the
         whole object (moto) answer it without that copy; the reader stops at `end` anyway."""
         extra = {"Range": f"bytes={start}-{end - 1}"} if start else {}
 
         def do() -> Any:
-            r = self._client.get_object(Bucket=self.bucket, Key=key, **extra, **self._ssec)
+            r = self._client.get_object(
+                Bucket=self.bucket, Key=key, **extra, **(pin or {}), **self._ssec
+            )
             return r["Body"]
 
         return await self._run(self.upload_limiter, "GetObject", key, do)
