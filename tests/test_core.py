@@ -410,8 +410,9 @@ def test_symlinks_exclusive_create_and_what_s3_cannot_hold_on_the_core(
 ) -> None:
     """Symlinks are objects whose body is the target (s3fs-fuse's way, mode S_IFLNK);
     O_EXCL asks S3 even when a listing said the name is free; hard links fail with EPERM
-    (special files: test_posix_core.py); an unlinked open file keeps its bytes for its descriptor and does not
-    come back at its close; a flush with nothing written sends nothing."""
+    (special files: test_posix_core.py); an unlinked open file keeps its bytes for its
+    descriptor and does not come back at its close; a flush with nothing written sends
+    nothing."""
 
     async def body(c: Core) -> None:
         root = await c.ino("")

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from s3fuse.core.types import ROOT_INODE, Entry
@@ -228,5 +229,66 @@ def test_a_directory_s_times_change_with_its_names(
         await trio.sleep(1.2)
         assert (await c.stat("/d")).st_mtime_ns == seen
         await refused(errno.ENOENT, steps[-1]())
+
+    run_core(bucket, moto.url, tmp_path / "spool", body)
+
+
+MiB = 1 << 20
+
+
+async def open_read(c: Core, path: str) -> int:
+    return (await c.fs.open(await c.ino(path), os.O_RDONLY, CTX)).fh
+
+
+def test_a_descriptor_keeps_its_file_when_a_rename_replaces_the_name(
+    moto: MotoServer, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    async def body(c: Core) -> None:
+        await c.write("/f", b"the old file")
+        await c.write("/tmp", b"the new one")
+        ro = await open_read(c, "/f")
+        rw = (await c.fs.open(await c.ino("/f"), os.O_RDWR, CTX)).fh
+        await c.rename("/tmp", "/f")
+        assert await c.fs.read(ro, 0, 100) == b"the old file"
+        # its writes go to the old file: they neither come back nor touch the new one
+        await c.fs.write(rw, 0, b"THE")
+        await c.fs.flush(rw)
+        assert await c.fs.read(ro, 0, 100) == b"THE old file"
+        for fh in (ro, rw):
+            await c.fs.release(fh)
+        assert await c.read("/f") == b"the new one"
+
+    run_core(bucket, moto.url, tmp_path / "spool", body)
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"the new one"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["f"]
+
+
+@pytest.mark.parametrize("versioning", [True, False])
+def test_a_descriptor_never_reads_another_client_s_replacement_mixed_in(
+    moto: MotoServer, s3: Any, bucket: str, tmp_path: Path, versioning: bool
+) -> None:
+    """A large file (read by ranges) replaced by another client after this descriptor
+    read a part of it: the rest comes from the version it opened (versioned bucket), or
+    the read fails with ESTALE; never the new version's bytes. A new open reads the new
+    version."""
+    if versioning:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old, new = os.urandom(12 * MiB), os.urandom(12 * MiB)
+
+    async def body(c: Core) -> None:
+        await c.write("/big", old)
+        fh = await open_read(c, "/big")
+        near, far = 6 * MiB, 1 * MiB  # random reads: each a ranged GET of its blocks
+        assert await c.fs.read(fh, near, 4096) == old[near : near + 4096]
+        await trio.to_thread.run_sync(lambda: s3.put_object(Bucket=bucket, Key="big", Body=new))
+        if versioning:
+            assert await c.fs.read(fh, far, 4096) == old[far : far + 4096]
+        else:
+            await refused(errno.ESTALE, c.fs.read(fh, far, 4096))
+        await c.fs.release(fh)
+        await trio.sleep(1.1)  # past the trust window: the next open asks S3
+        fresh = await open_read(c, "/big")
+        assert await c.fs.read(fresh, far, 4096) == new[far : far + 4096]
+        await c.fs.release(fresh)
 
     run_core(bucket, moto.url, tmp_path / "spool", body)

@@ -154,6 +154,7 @@ class Files:
         )
         node = self.fs.table.install(path, attrs, stored=True, etag=res.etag, full=True)
         node.written(res.last_modified_ns, otherwise=attrs.mtime_ns)
+        node.version_id = res.version_id
         self.fs.cache.added(parent.path, basename(path), Child(False, len(body), res.etag))
         self.fs.table.names_changed(parent)
         return node

@@ -164,6 +164,7 @@ class InodeTable:
         """Header values and user metadata as S3 holds them (HEAD)."""
         if info is None:
             node.hdrs, node.umeta, node.integrity = {}, {}, {}
+            node.version_id = None
             node.acl_loaded = node.tags_loaded = True
             return
         md = {k.lower(): v for k, v in info.metadata.items()}

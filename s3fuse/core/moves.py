@@ -129,6 +129,7 @@ class Moves:
                           "(%s); both names now hold the file", node.path, new_path, e)  # fmt: skip
                 raise
             node.etag = res.etag or node.etag
+            node.version_id = res.version_id  # the new key's (the old key's is no use)
             node.written(res.last_modified_ns, otherwise=node.last_modified_ns)
         # the spool entry's key (and journal) follow in _repath
         return replaced_meanwhile
