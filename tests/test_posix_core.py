@@ -292,3 +292,31 @@ def test_a_descriptor_never_reads_another_client_s_replacement_mixed_in(
         await c.fs.release(fresh)
 
     run_core(bucket, moto.url, tmp_path / "spool", body)
+
+
+def test_link_counts_of_directories_and_of_an_unlinked_open_file(
+    moto: MotoServer, bucket: str, tmp_path: Path
+) -> None:
+    async def body(c: Core) -> None:
+        for d in ("/a", "/b", "/a/x", "/a/y"):
+            await c.mkdir(d)
+        await c.write("/a/f", b"x")  # files are no links of their directory
+        assert (await c.stat("/a")).st_nlink == 4
+        assert (await c.stat("/b")).st_nlink == 2
+        await c.rename("/a/x", "/b/x")
+        assert [(await c.stat(d)).st_nlink for d in ("/a", "/b")] == [3, 3]
+        await c.fs.rmdir(await c.ino("/a"), b"y", CTX)
+        assert (await c.stat("/a")).st_nlink == 2
+        fh = await open_read(c, "/a/f")
+        ino = await c.ino("/a/f")
+        await c.unlink("/a/f")
+        assert (await c.fs.getattr(ino, CTX)).st_nlink == 0  # fstat of the open descriptor
+        await c.fs.release(fh)
+
+    run_core(bucket, moto.url, tmp_path / "one", body)
+
+    async def listed(c: Core) -> None:  # another mount counts them from a listing
+        await c.listdir("/b")
+        assert (await c.stat("/b")).st_nlink == 3
+
+    run_core(bucket, moto.url, tmp_path / "two", listed)

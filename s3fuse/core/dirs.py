@@ -104,6 +104,7 @@ class Dirs:
         self.fs.cache.added(parent.path, basename(path), Child(True))
         self.fs.cache.put_listing(path, DirListing())
         self.fs.table.names_changed(parent)
+        parent.subdirs += 1
         return self.fs.table.reply(node)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Caller) -> None:
@@ -118,4 +119,5 @@ class Dirs:
             await self.fs.store.delete(self.fs.keys.marker_key(path))
         self.fs.cache.removed(parent.path, basename(path))
         self.fs.table.names_changed(parent)
+        parent.subdirs = max(0, parent.subdirs - 1)
         self.fs.table.detach(node)

@@ -238,8 +238,11 @@ class InodeTable:
         a = node.attrs
         timeout = self.kernel_timeout(node)
         size = 0 if node.is_dir else node.size
+        # a directory's links: its name, its ".", each subdirectory's ".."; an unlinked
+        # file still open has none
+        nlink = 2 + node.subdirs if node.is_dir else 0 if node.unlinked else 1
         return Entry(
-            st_ino=node.ino, st_mode=a.mode, st_nlink=2 if node.is_dir else 1, st_uid=a.uid,
+            st_ino=node.ino, st_mode=a.mode, st_nlink=nlink, st_uid=a.uid,
             st_gid=a.gid, st_size=size, st_blksize=BLKSIZE, st_blocks=(size + 511) // 512,
             st_mtime_ns=a.mtime_ns, st_atime_ns=a.atime, st_ctime_ns=a.ctime, st_rdev=a.rdev,
             entry_timeout=timeout, attr_timeout=timeout,

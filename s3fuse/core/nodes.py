@@ -67,6 +67,7 @@ class Node:
     last_modified_ns: int = 0
     lm_exact: bool = False  # last_modified_ns is S3's (a HEAD or a listing), not our clock
     target: bytes | None = None  # symlink target, once known
+    subdirs: int = 0  # a directory's subdirectories as last listed, and made here since
 
     def written(self, last_modified_ns: int, *, otherwise: int) -> None:
         """After our own upload or copy: the LastModified S3 answered (or its clock), else

@@ -113,6 +113,9 @@ class Resolver:
             if listable_name(name) and p[len(prefix) :].count("/") == 1:
                 listing.children[name] = Child(True)  # a directory hides a same-named file
         self.fs.cache.put_listing(path, listing)
+        known = self.fs.table.known(path)
+        if known is not None and listing.complete:
+            known.subdirs = sum(c.is_dir for c in listing.children.values())
         if self.fs.meta_cache is not None:
             await self.from_meta_cache(path, prefix, listing)
         return listing
