@@ -16,7 +16,8 @@ import pytest
 import trio
 
 from s3fuse.core.types import ROOT_INODE, Entry
-from tests.core_harness import CTX, Core, refused, run_core
+from tests.conftest import Backend
+from tests.core_harness import CTX, Core, on_host, refused, run_core
 from tests.servers import MotoServer
 
 KINDS = {
@@ -265,22 +266,20 @@ def test_a_descriptor_keeps_its_file_when_a_rename_replaces_the_name(
 
 @pytest.mark.parametrize("versioning", [True, False])
 def test_a_descriptor_never_reads_another_client_s_replacement_mixed_in(
-    moto: MotoServer, s3: Any, bucket: str, tmp_path: Path, versioning: bool
+    server: Backend, tmp_path: Path, versioning: bool
 ) -> None:
     """A large file (read by ranges) replaced by another client after this descriptor
     read a part of it: the rest comes from the version it opened (versioned bucket), or
     the read fails with ESTALE; never the new version's bytes. A new open reads the new
-    version."""
-    if versioning:
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    version. On moto and Ceph RGW (GetObject VersionId / If-Match)."""
     old, new = os.urandom(12 * MiB), os.urandom(12 * MiB)
 
-    async def body(c: Core) -> None:
+    async def body(c: Core, bucket: str, tool: Any) -> None:
         await c.write("/big", old)
         fh = await open_read(c, "/big")
         near, far = 6 * MiB, 1 * MiB  # random reads: each a ranged GET of its blocks
         assert await c.fs.read(fh, near, 4096) == old[near : near + 4096]
-        await trio.to_thread.run_sync(lambda: s3.put_object(Bucket=bucket, Key="big", Body=new))
+        await trio.to_thread.run_sync(lambda: tool.put_object(Bucket=bucket, Key="big", Body=new))
         if versioning:
             assert await c.fs.read(fh, far, 4096) == old[far : far + 4096]
         else:
@@ -291,7 +290,11 @@ def test_a_descriptor_never_reads_another_client_s_replacement_mixed_in(
         assert await c.fs.read(fresh, far, 4096) == new[far : far + 4096]
         await c.fs.release(fresh)
 
-    run_core(bucket, moto.url, tmp_path / "spool", body)
+    def versioned(tool: Any, bucket: str) -> None:
+        if versioning:
+            tool.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    on_host(server, tmp_path, body, "meta_cache=0", setup=versioned)
 
 
 def test_link_counts_of_directories_and_of_an_unlinked_open_file(
