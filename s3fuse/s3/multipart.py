@@ -76,6 +76,135 @@ class _Section(io.RawIOBase):
         return h.digest()
 
 
+def part_size_for(size: int, part_size: int) -> int:
+    """The part size of an upload of `size` bytes: at least S3's 5 MiB, and large enough
+    that the parts stay within S3's 10,000."""
+    return max(part_size, 5 << 20, -(-size // 10_000))
+
+
+async def create(store: Store, key: str, headers: dict[str, Any], part_size: int) -> str:
+    """CreateMultipartUpload with every header of the object (and the part size, so that
+    a reader can check the multipart ETag); an upload a retried create left behind is
+    aborted."""
+    retried: list[datetime] = []  # set when botocore sent the create more than once
+
+    def do() -> str:
+        started = datetime.now(UTC)
+        r = store._client.create_multipart_upload(
+            Bucket=store.bucket, Key=key, **requests.multipart_create(headers, part_size),
+            **store._ssec,
+        )  # fmt: skip
+        if r.get("ResponseMetadata", {}).get("RetryAttempts"):
+            retried.append(started)
+        return str(r["UploadId"])
+
+    upload_id = await store._run(store.upload_limiter, "CreateMultipartUpload", key, do)
+    if retried:
+        # an earlier try may have created an upload whose answer was lost: no one
+        # would ever complete or abort it
+        with trio.CancelScope(shield=True):
+            await abort_strays(store, key, upload_id, retried[0])
+    return upload_id
+
+
+def _upload_part(
+    store: Store, key: str, upload_id: str, path: str, num: int, off: int, length: int
+) -> tuple[str, bytes]:
+    """One part, in a worker thread: streamed from the spool file (hashed first, then
+    sent), never held in memory, so RSS stays flat whatever the part size and
+    concurrency; sent again when S3 rejects it as corrupted or stores another MD5."""
+    with open(path, "rb") as f:
+        section = _Section(f.fileno(), off, length)
+        md5 = section.md5()
+        body = io.BufferedReader(section, 1 << 20)  # the client reads 8-16 KiB at a time
+        for attempt in range(1, PART_ATTEMPTS + 1):
+            body.seek(0)
+            try:
+                r = store._client.upload_part(
+                    Bucket=store.bucket, Key=key, UploadId=upload_id, PartNumber=num,
+                    Body=body, ContentLength=length,
+                    ContentMD5=requests.content_md5(md5), **store._ssec,
+                )  # fmt: skip
+            except botocore.exceptions.ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                if code in CORRUPTED and attempt < PART_ATTEMPTS:
+                    log.warning("part %d of %r corrupted in transit (%s); sending "
+                                "it again", num, key, code)  # fmt: skip
+                    continue
+                raise
+            etag = strip_etag(r.get("ETag"))
+            if store._md5_etag_expected(r) and etag and etag != md5.hex():
+                if attempt < PART_ATTEMPTS:
+                    log.warning("part %d of %r stored with ETag %s, expected %s; "
+                                "sending it again", num, key, etag, md5.hex())  # fmt: skip
+                    continue
+                raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != "
+                                 f"MD5 {md5.hex()}", op="UploadPart", key=key)  # fmt: skip
+            store.stats.add_bytes(up=length)
+            return etag, md5
+    raise AssertionError("unreachable")
+
+
+async def send_part(
+    store: Store, key: str, upload_id: str, path: str, num: int, off: int, length: int
+) -> tuple[str, bytes]:
+    """UploadPart of bytes [off, off + length) of a spool file; its ETag and MD5."""
+    return await store._run(
+        store.upload_limiter, "UploadPart", key,
+        lambda: _upload_part(store, key, upload_id, path, num, off, length),
+    )  # fmt: skip
+
+
+async def complete(
+    store: Store,
+    key: str,
+    upload_id: str,
+    parts: list[tuple[int, str, bytes]],
+    part_size: int,
+    conditions: dict[str, str] | None = None,
+) -> PutResult:
+    """CompleteMultipartUpload of (number, ETag, MD5) parts, checked: the object's ETag
+    must be the one its parts make. A complete whose answer was lost is confirmed."""
+    listed = [{"PartNumber": n, "ETag": f'"{etag}"'} for n, etag, _ in parts]
+    expected = etag_sums.multipart([md5 for _, _, md5 in parts])
+    verifiable: list[bool] = []
+
+    def do() -> PutResult:
+        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+            try:
+                r = store._client.complete_multipart_upload(
+                    Bucket=store.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": listed}, **(conditions or {}),
+                )  # fmt: skip
+            except botocore.exceptions.ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                if code == "NoSuchUpload":
+                    # a retried request whose first try completed (its answer lost)
+                    done = completed_as(store, key, expected)
+                    if done is not None:
+                        return done
+                if code in COMPLETE_GARBLED and attempt < COMPLETE_ATTEMPTS:
+                    log.warning("completing the upload of %r: %s (request corrupted "
+                                "in transit?); sending it again", key, code)  # fmt: skip
+                    continue
+                raise
+            verifiable.append(store._md5_etag_expected(r))
+            return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"),
+                             last_modified_ns=server_time_ns(r))  # fmt: skip
+        raise AssertionError("unreachable")
+
+    res = await store._run(store.upload_limiter, "CompleteMultipartUpload", key, do)
+    if not res.etag:
+        # RGW answers CompleteMultipartUpload with an empty ETag: ask with HEAD
+        info = await store.head(key)
+        res.etag = info.etag if info else ""
+    if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
+        raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
+                         f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
+    res.metadata[META_PART_SIZE] = str(part_size)
+    return res
+
+
 async def put_multipart(
     store: Store,
     key: str,
@@ -95,74 +224,19 @@ async def put_multipart(
     track("") is called before the upload is created, track(upload_id) once it
     exists, track(None) once it is
     completed or aborted (a process killed in between leaves it to be aborted)."""
-    part_size = max(part_size, 5 << 20, -(-size // 10_000))
+    part_size = part_size_for(size, part_size)
     ranges = [(n + 1, off, min(part_size, size - off))
               for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
-
-    retried: list[datetime] = []  # set when botocore sent the create more than once
-
-    def create() -> str:
-        # the part size, so that a reader can check the multipart ETag
-        started = datetime.now(UTC)
-        r = store._client.create_multipart_upload(
-            Bucket=store.bucket, Key=key, **requests.multipart_create(headers, part_size),
-            **store._ssec,
-        )  # fmt: skip
-        if r.get("ResponseMetadata", {}).get("RetryAttempts"):
-            retried.append(started)
-        return str(r["UploadId"])
-
     if track is not None:
         track("")  # being created: a process killed before the answer leaves no id
-    upload_id = await store._run(store.upload_limiter, "CreateMultipartUpload", key, create)
-    if retried:
-        # an earlier try may have created an upload whose answer was lost: no one
-        # would ever complete or abort it
-        with trio.CancelScope(shield=True):
-            await abort_strays(store, key, upload_id, retried[0])
+    upload_id = await create(store, key, headers, part_size)
     if track is not None:
         track(upload_id)
     etags: dict[int, tuple[str, bytes]] = {}
 
-    def upload_part(num: int, off: int, length: int) -> tuple[str, bytes]:
-        # the part is streamed from the spool file (hashed first, then sent), never
-        # held in memory: RSS stays flat whatever the part size and concurrency
-        with open(path, "rb") as f:
-            section = _Section(f.fileno(), off, length)
-            md5 = section.md5()
-            body = io.BufferedReader(section, 1 << 20)  # the client reads 8-16 KiB at a time
-            for attempt in range(1, PART_ATTEMPTS + 1):
-                body.seek(0)
-                try:
-                    r = store._client.upload_part(
-                        Bucket=store.bucket, Key=key, UploadId=upload_id, PartNumber=num,
-                        Body=body, ContentLength=length,
-                        ContentMD5=requests.content_md5(md5), **store._ssec,
-                    )  # fmt: skip
-                except botocore.exceptions.ClientError as e:
-                    code = str(e.response.get("Error", {}).get("Code", ""))
-                    if code in CORRUPTED and attempt < PART_ATTEMPTS:
-                        log.warning("part %d of %r corrupted in transit (%s); sending "
-                                    "it again", num, key, code)  # fmt: skip
-                        continue
-                    raise
-                etag = strip_etag(r.get("ETag"))
-                if store._md5_etag_expected(r) and etag and etag != md5.hex():
-                    if attempt < PART_ATTEMPTS:
-                        log.warning("part %d of %r stored with ETag %s, expected %s; "
-                                    "sending it again", num, key, etag, md5.hex())  # fmt: skip
-                        continue
-                    raise StoreError("ChecksumMismatch", f"part {num}: ETag {etag} != "
-                                     f"MD5 {md5.hex()}", op="UploadPart", key=key)  # fmt: skip
-                store.stats.add_bytes(up=length)
-                return etag, md5
-        raise AssertionError("unreachable")
-
     async def one(part: tuple[int, int, int]) -> None:
         num, off, length = part
-        etags[num] = await store._run(
-            store.upload_limiter, "UploadPart", key, lambda: upload_part(num, off, length)
-        )
+        etags[num] = await send_part(store, key, upload_id, path, num, off, length)
         if on_progress is not None:
             on_progress(length)
 
@@ -170,55 +244,28 @@ async def put_multipart(
         errors = await each(ranges, one, at_once=concurrency)
         if errors:
             raise errors[0]
-        parts = [{"PartNumber": n, "ETag": f'"{etags[n][0]}"'} for n, _, _ in ranges]
-        expected = etag_sums.multipart([etags[n][1] for n, _, _ in ranges])
-        verifiable: list[bool] = []
-
-        def complete() -> PutResult:
-            for attempt in range(1, COMPLETE_ATTEMPTS + 1):
-                try:
-                    r = store._client.complete_multipart_upload(
-                        Bucket=store.bucket, Key=key, UploadId=upload_id,
-                        MultipartUpload={"Parts": parts}, **(conditions or {}),
-                    )  # fmt: skip
-                except botocore.exceptions.ClientError as e:
-                    code = str(e.response.get("Error", {}).get("Code", ""))
-                    if code == "NoSuchUpload":
-                        # a retried request whose first try completed (its answer lost)
-                        done = completed_as(store, key, expected)
-                        if done is not None:
-                            return done
-                    if code in COMPLETE_GARBLED and attempt < COMPLETE_ATTEMPTS:
-                        log.warning("completing the upload of %r: %s (request corrupted "
-                                    "in transit?); sending it again", key, code)  # fmt: skip
-                        continue
-                    raise
-                verifiable.append(store._md5_etag_expected(r))
-                return PutResult(strip_etag(r.get("ETag")), r.get("VersionId"),
-                                 last_modified_ns=server_time_ns(r))  # fmt: skip
-            raise AssertionError("unreachable")
-
-        res = await store._run(store.upload_limiter, "CompleteMultipartUpload", key, complete)
+        parts = [(n, *etags[n]) for n, _, _ in ranges]
+        res = await complete(store, key, upload_id, parts, part_size, conditions)
     except BaseException:
-        with trio.CancelScope(shield=True):
-            try:
-                await store.abort_upload(key, upload_id)
-                if track is not None:
-                    track(None)
-            except StoreError as e:
-                log.error("could not abort multipart upload %s of %r: %s", upload_id, key, e)
+        await abort(store, key, upload_id, track)
         raise
     if track is not None:
         track(None)
-    if not res.etag:
-        # RGW answers CompleteMultipartUpload with an empty ETag: ask with HEAD
-        info = await store.head(key)
-        res.etag = info.etag if info else ""
-    if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
-        raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
-                         f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
-    res.metadata[META_PART_SIZE] = str(part_size)
     return res
+
+
+async def abort(
+    store: Store, key: str, upload_id: str, track: Callable[[str | None], None] | None = None
+) -> None:
+    """Abort an upload (shielded: also when the caller is being cancelled); a failure is
+    logged, and the record stays for the next mount's recovery to try again."""
+    with trio.CancelScope(shield=True):
+        try:
+            await store.abort_upload(key, upload_id)
+            if track is not None:
+                track(None)
+        except StoreError as e:
+            log.error("could not abort multipart upload %s of %r: %s", upload_id, key, e)
 
 
 def completed_as(store: Store, key: str, expected: str) -> PutResult | None:
