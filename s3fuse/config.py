@@ -111,6 +111,9 @@ class MountConfig:
     read_ahead_kb: int = 1024  # the kernel's read-ahead for the mount (0: its default)
     multipart_threshold: int = 512 << 20
     part_size: int = 16 << 20
+    # bytes; a file written in sequence past this size sends its parts while it is
+    # written (a multipart upload completed at close); 0: only at close
+    stream_threshold: int = 32 << 20
     ready_fd: int | None = None  # internal: the background parent's pipe
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -177,6 +180,8 @@ class MountConfig:
             raise ConfigError("part_size must be at least 5242880 (5 MiB, S3's minimum)")
         if self.multipart_threshold < self.part_size:
             raise ConfigError("multipart_threshold must be at least part_size")
+        if 0 < self.stream_threshold < self.part_size:
+            raise ConfigError("stream_threshold must be 0 (off) or at least part_size")
         self.header_defaults()
         if self.sse_c_key_file and (self.sse or self.sse_kms_key_id):
             raise ConfigError("sse_c_key_file cannot be combined with sse/sse_kms_key_id")

@@ -191,6 +191,7 @@ class Daemon:
             cfg.spool_path(),
             self.store,
             multipart_threshold=cfg.multipart_threshold,
+            stream_threshold=cfg.stream_threshold,
             part_size=cfg.part_size,
             part_concurrency=max(1, min(cfg.upload_threads, 4)),
             retry_window=cfg.retry_window,

@@ -128,6 +128,7 @@ class Files:
         node.unlinked = True
         node.stored = False
         if node.entry is not None:
+            node.entry.drop_stream("its name was unlinked or replaced")
             node.entry.set_state(CLEAN)
         self.fs.table.detach(node)
 

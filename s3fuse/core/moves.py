@@ -155,6 +155,7 @@ class Moves:
             n.path = new_path + p[len(old_path) :]
             self.fs.table.by_path[n.path] = i
             if n.entry is not None:
+                n.entry.drop_stream("renamed while it was written")  # its upload has the old key
                 n.entry.key = self.fs.keys.file_key(n.path)
                 if n.entry.state != CLEAN:
                     n.entry.set_state(n.entry.state)

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+COPY_MAX = 5 << 30  # S3's largest CopyObject
+
 
 class Writes:
     def __init__(self, fs: S3Fs) -> None:
@@ -85,7 +87,21 @@ class Writes:
             n = await entry.write(off, buf)
         node.attrs.size = entry.size
         node.attrs.modified()
+        await self.stream(node, entry, off, n)
         return n
+
+    async def stream(self, node: Node, entry: SpoolEntry, off: int, n: int) -> None:
+        """A large file written in sequence uploads its parts while it is written
+        (spool/stream.py): begun by the append that passes the threshold, with the
+        headers it would be stored with now; each later write hands on its full parts
+        (and waits while enough are under way)."""
+        if entry.stream is not None:
+            await entry.stream.feed(entry.size)
+        elif self.fs.spool.streams(entry, off, n) and not node.unlinked:
+            entry.key = self.fs.keys.file_key(node.path)
+            params = requests.file_put(await self.upload_values(node),
+                                       self.fs.headers.metadata(node))  # fmt: skip
+            await self.fs.spool.start_stream(entry, params)
 
     async def upload(self, node: Node) -> None:
         entry = node.entry
@@ -110,6 +126,8 @@ class Writes:
         node.written(res.last_modified_ns, otherwise=meta.now_ns())
         node.attrs.size = entry.size
         node.fetched = time.monotonic()
+        if res.late_meta:
+            await self.restate_meta(node)
         self.fs.cache.added(
             parent_of(node.path),
             basename(node.path),
@@ -118,6 +136,21 @@ class Writes:
         if node.opens == 0 and not entry.dirty:
             entry.close()  # nobody has it open and S3 has it: free the spool space
             node.entry = None
+
+    async def restate_meta(self, node: Node) -> None:
+        """A streamed upload's metadata was sent when it began: its times are the
+        beginning's and its block checksums missing. One in-place copy states them (S3
+        copies up to 5 GiB at once; a larger file keeps them and is read unchecked by
+        ranges). A failure leaves the bytes stored: it is logged, the close succeeds."""
+        if node.size > COPY_MAX:
+            log.info("%r: larger than one CopyObject; it keeps the metadata its upload "
+                     "began with", node.path)  # fmt: skip
+            return
+        try:
+            await self.fs.headers.copy_in_place(node)
+        except (StoreError, FsError) as e:
+            log.warning("%r: stored, but its final times and block checksums could not be "
+                        "written (%s); its ranged reads go unchecked", node.path, e)  # fmt: skip
 
     async def commit(
         self, node: Node, entry: SpoolEntry, params: dict[str, Any]

@@ -385,6 +385,13 @@ class Store:
             track=track,
         )  # fmt: skip
 
+    async def begin_upload(
+        self, key: str, headers: dict[str, Any], part_size: int
+    ) -> multipart.Upload:
+        """A multipart upload to be fed part by part while its file is written."""
+        upload_id = await multipart.create(self, key, headers, part_size)
+        return multipart.Upload(self, key, upload_id, part_size)
+
     async def abort_uploads_of(self, key: str) -> int:
         """Abort every unfinished multipart upload of key (one whose id was never learnt:
         its creator died before the answer came). Returns how many."""

@@ -205,6 +205,26 @@ async def complete(
     return res
 
 
+class Upload:
+    """A multipart upload under way that is fed part by part (spool/stream.py)."""
+
+    def __init__(self, store: Store, key: str, upload_id: str, part_size: int) -> None:
+        self.store, self.key, self.upload_id, self.part_size = store, key, upload_id, part_size
+
+    async def send_part(self, path: str, num: int, off: int, length: int) -> tuple[str, bytes]:
+        return await send_part(self.store, self.key, self.upload_id, path, num, off, length)
+
+    async def complete(
+        self, parts: list[tuple[int, str, bytes]], conditions: dict[str, str] | None
+    ) -> PutResult:
+        return await complete(
+            self.store, self.key, self.upload_id, parts, self.part_size, conditions
+        )
+
+    async def abort(self, track: Callable[[str | None], None] | None = None) -> None:
+        await abort(self.store, self.key, self.upload_id, track)
+
+
 async def put_multipart(
     store: Store,
     key: str,

@@ -61,6 +61,9 @@ class PutResult:
     # the object's LastModified, or (a PutObject does not say it) the server's clock when
     # it answered, which is not earlier: a later change elsewhere shows a later one
     last_modified_ns: int = 0
+    # the object's metadata was sent before its last bytes (a streamed upload): its
+    # times and block checksums are restated by a copy (metadata above is what it lacks)
+    late_meta: bool = False
 
 
 def timestamp_ns(dt: Any) -> int:

@@ -20,6 +20,7 @@ from s3fuse.spool.hashing import Hasher
 
 if TYPE_CHECKING:
     from s3fuse.spool.spool import Spool
+    from s3fuse.spool.stream import Streamer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SpoolEntry:
     last_md5: str | None = None  # hex MD5 of the last acknowledged upload
     base_etag: str | None = None  # ETag of the stored version this content started from
     write_error: int | None = None  # a write failed (spool full): never upload this content
+    stream: Streamer | None = None  # its multipart upload under way while it is written
 
     async def hashed_md5(self) -> bytes | None:
         """The MD5 computed while the data arrived (None: written out of sequence)."""
@@ -77,6 +79,8 @@ class SpoolEntry:
     # -------------------------------------------------------------- data
     async def write(self, off: int, buf: bytes) -> int:
         self.touch()  # journal first: bytes S3 has not acknowledged are never unjournaled
+        if self.stream is not None and off < self.stream.sent_end:
+            self.drop_stream("a write behind the parts already sent")
         try:
             n = os.pwrite(self.fd, buf, off)
         except OSError as e:
@@ -104,12 +108,20 @@ class SpoolEntry:
 
     def truncate(self, size: int) -> None:
         self.touch()
+        if self.stream is not None and size < self.stream.sent_end:
+            self.drop_stream("truncated below the parts already sent")
         os.ftruncate(self.fd, size)
         if size == 0:
             self._hasher, self._hashed = Hasher(self.spool.tasks), 0
         elif size != self._hashed:
             self._hashed = -1
         self.size = size
+
+    def drop_stream(self, why: str) -> None:
+        """The streamed upload will not be completed (it is aborted in the background)."""
+        if self.stream is not None:
+            self.stream.cannot_complete(why)
+            self.stream = None
 
     def touch(self) -> None:
         """Mark the spooled content as changed (a new dirty generation)."""
@@ -183,6 +195,7 @@ class SpoolEntry:
 
     def close(self) -> None:
         """Drop the local copy (only once S3 has it, or the file was deleted)."""
+        self.drop_stream("its file was deleted or replaced")
         with contextlib.suppress(OSError):
             os.close(self.fd)
         for p in (self.data_path, self.journal_path) if self._journaled else (self.data_path,):

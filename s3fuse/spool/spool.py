@@ -29,6 +29,7 @@ from s3fuse.s3.types import PutResult
 from s3fuse.spool import recovery, upload
 from s3fuse.spool.entry import CLEAN, CLOSING, OPEN, SpoolEntry, SpoolError
 from s3fuse.spool.recovery import Recovery
+from s3fuse.spool.stream import Streamer
 from s3fuse.spool.upload import SMALL_BODY
 from s3fuse.tasks import Background
 
@@ -49,6 +50,7 @@ class Spool:
         part_concurrency: int = 4,
         retry_window: float = 30.0,
         tasks: Background | None = None,
+        stream_threshold: int = 0,
     ) -> None:
         self.dir = directory
         self.store = store
@@ -56,6 +58,9 @@ class Spool:
         self.multipart_threshold = min(multipart_threshold, 5 << 30)
         self.part_size = part_size
         self.part_concurrency = part_concurrency
+        # a file written sequentially past this size uploads its parts while it is
+        # written (stream.py); 0: never
+        self.stream_threshold = stream_threshold
         # beyond botocore's own retries: how long an upload keeps trying through an
         # unreachable or failing (5xx) server, e.g. one that restarts
         self.retry_window = retry_window
@@ -118,6 +123,49 @@ class Spool:
         entry.reset_hash_from_file()
 
     # -------------------------------------------------------------- upload
+    def streams(self, entry: SpoolEntry, off: int, n: int) -> bool:
+        """Whether the write of n bytes at off should start the entry's streamed upload:
+        an append that takes the file past the stream threshold, while background tasks
+        run to send the parts."""
+        return (
+            entry.stream is None
+            and self.stream_threshold > 0
+            and entry.size >= self.stream_threshold
+            and off + n == entry.size
+            and entry.write_error is None
+            and self.tasks is not None
+            and self.tasks.running
+        )
+
+    async def start_stream(self, entry: SpoolEntry, headers: dict[str, Any]) -> None:
+        """Begin the entry's multipart upload with the headers it would be stored with
+        now; a failure to begin is no failure of the write (the close sends it whole)."""
+        assert self.tasks is not None  # streams() said so
+        streamer = Streamer(self, entry, headers, self.tasks)
+        try:
+            await streamer.start()
+        except StoreError as e:
+            log.warning("%r: could not begin its upload while it is written (%s); the "
+                        "close sends it whole", entry.key, e)  # fmt: skip
+            return
+        entry.stream = streamer
+        await streamer.feed(entry.size)
+
+    async def finish_stream(
+        self, streamer: Streamer, entry: SpoolEntry, headers: dict[str, Any],
+        conditions: dict[str, str] | None,
+    ) -> PutResult | None:  # fmt: skip
+        """The streamed upload completed, or None: the file goes up the ordinary way
+        (which retries through a failing server; a lost race is the caller's to judge)."""
+        try:
+            return await streamer.finish(entry.size, headers, conditions)
+        except StoreError as e:
+            if conditions and e.code in CONFLICT:
+                raise
+            log.warning("%r: completing its streamed upload failed (%s); sending it whole",
+                        entry.key, e)  # fmt: skip
+            return None
+
     async def commit(
         self,
         entry: SpoolEntry,
@@ -131,11 +179,18 @@ class Spool:
                 return None
             gen = entry.dirty_gen
             entry.set_state(CLOSING, headers, conditions)
-            md5 = await entry.digest() if entry.size < self.multipart_threshold else None
-            data = os.pread(entry.fd, entry.size, 0) if entry.size <= SMALL_BODY else None
+            streamer, entry.stream = entry.stream, None
+            res = None
+            md5 = None
             try:
-                res = await self.send(entry.key, entry.data_path, entry.size, headers,
-                                      conditions, md5=md5, data=data)  # fmt: skip
+                if streamer is not None:
+                    res = await self.finish_stream(streamer, entry, headers, conditions)
+                if res is None:
+                    if entry.size < self.multipart_threshold:
+                        md5 = await entry.digest()
+                    data = os.pread(entry.fd, entry.size, 0) if entry.size <= SMALL_BODY else None
+                    res = await self.send(entry.key, entry.data_path, entry.size, headers,
+                                          conditions, md5=md5, data=data)  # fmt: skip
             except StoreError as e:
                 if conditions and e.code in CONFLICT:
                     raise  # not a failure: the caller resends unquoted or keeps ours aside
