@@ -42,7 +42,7 @@ Options for mount(8) itself (noauto, _netdev, nofail, x-systemd.*, ...) are igno
                              header defaults of every upload (xattrs user.s3.* win)
   uid=, gid=, umask=, allow_other, kernel_ttl=, read_ahead_kb=, sign_payload,
   multipart_threshold=, part_size=, retry_window=, connect_timeout=, read_timeout=
-  stream_threshold=33554432  a file written in sequence past this many bytes uploads its
+  stream_threshold=536870912 a file written in sequence past this many bytes uploads its
                              parts while it is written (0: everything at close)
   retry_every=60             seconds between new tries of uploads whose close() failed
 

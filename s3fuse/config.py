@@ -112,8 +112,10 @@ class MountConfig:
     multipart_threshold: int = 512 << 20
     part_size: int = 16 << 20
     # bytes; a file written in sequence past this size sends its parts while it is
-    # written (a multipart upload completed at close); 0: only at close
-    stream_threshold: int = 32 << 20
+    # written (a multipart upload completed at close); 0: only at close. Default: the
+    # files that go up in parts anyway (measured in benchmarks/RESULTS.md: below that a
+    # single PutObject at close is faster here, the streamed parts cost a copy too)
+    stream_threshold: int = 512 << 20
     ready_fd: int | None = None  # internal: the background parent's pipe
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -93,12 +93,13 @@ class SpoolEntry:
                 )
                 self.write_error = e.errno
             raise
-        if self._hashed == off and off + n < self.spool.multipart_threshold:
+        if self._hashed == off and off + n < self.spool.multipart_threshold and not self.stream:
             self._hashed += n
             await self._hasher.add(buf if n == len(buf) else buf[:n])
         else:
             # overwrite or hole: re-hash from the file at upload; or so large that it goes
-            # up in parts, each hashed on its own (a whole-file MD5 would be wasted work)
+            # up in parts (now, streamed, or at close), each hashed on its own: a
+            # whole-file MD5 would be wasted work
             self._hashed = -1
         self.size = max(self.size, off + n)
         return n
