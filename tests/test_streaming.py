@@ -180,3 +180,27 @@ def test_sigkill_mid_stream_through_the_kernel(
     m2 = mount_factory(bucket, "-o", OPTIONS)
     assert os.listdir(m2.path) == []
     assert uploads_left(s3, bucket) == []
+
+
+@pytest.mark.parametrize("options", [OPTIONS, OPTIONS + ",conflict=detect"])
+def test_fsync_mid_stream_stores_what_was_written_and_the_close_the_rest(
+    server: Backend, tmp_path: Path, options: str
+) -> None:
+    """fsync completes the streamed upload (the object holds the bytes so far); writing
+    on starts another, which the close completes. With conflict=detect the completions
+    carry the conditions (If-None-Match, then If-Match the fsync's version)."""
+    first, more = os.urandom(12 * MiB), os.urandom(9 * MiB)
+    s3, bucket = server.client(), server.bucket()
+
+    async def body(c: Core) -> None:
+        fh = await open_new(c, "f")
+        await write_all(c, fh, first)
+        await c.fs.fsync(fh, False)
+        assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == first
+        await write_all(c, fh, more, start=len(first))
+        await c.fs.flush(fh)
+        await c.fs.release(fh)
+
+    run_core(bucket, server.proxy.url, tmp_path / "spool", body, options)
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == first + more
+    assert uploads_left(s3, bucket) == []
