@@ -18,7 +18,7 @@ import trio
 from s3fuse.core.types import ROOT_INODE, Entry
 from tests.conftest import Backend
 from tests.core_harness import CTX, Core, on_host, refused, run_core
-from tests.servers import MotoServer
+from tests.servers import MotoServer, RecordingProxy
 
 KINDS = {
     "fifo": (stat.S_IFIFO, 0),
@@ -323,3 +323,31 @@ def test_link_counts_of_directories_and_of_an_unlinked_open_file(
         assert (await c.stat("/b")).st_nlink == 3
 
     run_core(bucket, moto.url, tmp_path / "two", listed)
+
+
+@pytest.mark.parametrize("how", ["rename over", "unlink"])
+def test_in_a_versioned_bucket_a_reader_keeps_its_version_without_a_download(
+    bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path, how: str
+) -> None:
+    """Reads pinned to the version the descriptor opened outlive the name: nothing is
+    brought into the spool when the name goes (a large file would be downloaded whole)."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = os.urandom(3 * MiB)
+
+    async def body(c: Core) -> None:
+        await c.write("/f", old)
+        await c.write("/tmp", b"the new one")
+        fh = await open_read(c, "/f")
+        await c.stat("/f")  # its version id is known (the upload's answer)
+        proxy.clear()
+        if how == "unlink":
+            await c.unlink("/f")
+        else:
+            await c.rename("/tmp", "/f")
+        assert proxy.requests("GET", "/f") == []  # no download of the old file
+        assert await c.fs.read(fh, 0, 3 * MiB) == old
+        gets = proxy.requests("GET", "/f")
+        assert gets and all("versionId=" in r.path for r in gets)  # by the version it opened
+        await c.fs.release(fh)
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body)

@@ -111,9 +111,7 @@ class Files:
         node = await self.fs.names.resolve(path)
         if node.is_dir:
             raise refuse(errno.EISDIR)
-        if node.opens > 0 and not node.is_link:
-            # POSIX: open descriptors keep the file's content after unlink
-            await self.fs.writes.spool_entry(node, keep_content=True)
+        await self.keep_for_descriptors(node)
         if node.stored:
             key = self.fs.keys.file_key(path)
             await self.fs.guard.delete_seen(path, key, node.etag, "unlink of")
@@ -121,6 +119,17 @@ class Files:
         self.fs.cache.removed(parent.path, basename(path))
         self.fs.table.names_changed(parent)
         node.attrs.changed()  # for descriptors still open
+
+    async def keep_for_descriptors(self, node: Node) -> None:
+        """POSIX: descriptors open on a file keep its content after an unlink or a rename
+        over it. Its bytes come into the spool first, unless the bucket keeps versions
+        and no descriptor writes: reads are pinned to the version (reads.py), which
+        stays readable after the name goes (no download of a large file)."""
+        if node.opens == 0 or node.is_link or node.entry is not None:
+            return
+        writers = any(h.writable for h in self.fs.table.handles.values() if h.node is node)
+        if writers or not self.fs.reads.pinned_to_version(node):
+            await self.fs.writes.spool_entry(node, keep_content=True)
 
     def supersede(self, node: Node) -> None:
         """node's name now means something else (unlinked, replaced, renamed over): its

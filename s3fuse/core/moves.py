@@ -66,9 +66,8 @@ class Moves:
                 raise refuse(errno.EISDIR)
             if target.is_dir:
                 await self.check_empty(target.path)
-            elif target.opens > 0 and not target.is_link:
-                # POSIX: descriptors open on the replaced file keep reading its content
-                await self.fs.writes.spool_entry(target, keep_content=True)
+            else:
+                await self.fs.files.keep_for_descriptors(target)
         node.attrs.changed()  # POSIX lets rename set the ctime; Linux does (so does the copy)
         if node.is_dir:
             await bulk.move_prefix(

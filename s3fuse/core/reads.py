@@ -68,6 +68,10 @@ class Reads:
     def pin(self, node: Node) -> dict[str, str]:
         return requests.read_pin(node.version_id, node.etag)
 
+    def pinned_to_version(self, node: Node) -> bool:
+        """Reads of node name its version id: they outlive its name."""
+        return "VersionId" in self.pin(node)
+
     async def read_stored(self, h: Handle, off: int, size: int) -> bytes:
         node = h.node
         if h.reader is None or h.reader.size != node.attrs.size:
