@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -29,7 +30,13 @@ def renameat2(old: Path, new: Path, flags: int) -> None:
 
 
 def sh(cmd: str, cwd: Path | None = None) -> str:
-    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=cwd)
+    """cmd in bash, in cwd. The shell changes into cwd itself: subprocess's own chdir
+    runs in a vfork()ed child while this process (Python 3.11) holds its interpreter lock,
+    so a lookup the mount must ask S3 about, through the recording proxy that lives in this
+    process, could not be answered (the mount's read timeout, then the test, failed)."""
+    if cwd is not None:
+        cmd = f"cd {shlex.quote(str(cwd))} && {cmd}"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
     assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
