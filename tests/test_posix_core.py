@@ -48,6 +48,7 @@ class Times:
         self.st_mode = self.st_uid = self.st_gid = self.st_size = 0
 
 
+@pytest.mark.semantics("NAME-SPECIAL")
 def test_special_files_are_zero_byte_objects_that_survive_a_remount(
     moto: MotoServer, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -112,6 +113,7 @@ BINARY_VALUES = {
 }
 
 
+@pytest.mark.semantics("NAME-XATTR-BYTES")
 def test_user_xattrs_of_any_bytes_round_trip_through_a_remount_and_a_copy(
     moto: MotoServer, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -150,6 +152,7 @@ def test_the_metadata_limit_counts_the_encoded_size(
     run_core(bucket, moto.url, tmp_path / "spool", body)
 
 
+@pytest.mark.semantics("NAME-TIMES")
 def test_ctime_follows_every_change_and_is_stored(
     moto: MotoServer, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -204,6 +207,7 @@ def test_atime_and_mtime_are_set_apart_with_nanoseconds(
     run_core(bucket, moto.url, tmp_path / "two", again)
 
 
+@pytest.mark.semantics("NAME-TIMES")
 def test_a_directory_s_times_change_with_its_names(
     moto: MotoServer, bucket: str, tmp_path: Path
 ) -> None:
@@ -241,6 +245,7 @@ async def open_read(c: Core, path: str) -> int:
     return (await c.fs.open(await c.ino(path), os.O_RDONLY, CTX)).fh
 
 
+@pytest.mark.semantics("NAME-OPEN-FD")
 def test_a_descriptor_keeps_its_file_when_a_rename_replaces_the_name(
     moto: MotoServer, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -264,6 +269,7 @@ def test_a_descriptor_keeps_its_file_when_a_rename_replaces_the_name(
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["f"]
 
 
+@pytest.mark.semantics("NAME-OPEN-FD")
 @pytest.mark.parametrize("versioning", [True, False])
 def test_a_descriptor_never_reads_another_client_s_replacement_mixed_in(
     server: Backend, tmp_path: Path, versioning: bool

@@ -111,6 +111,7 @@ def refused(err: int, fn: Callable[..., Any], *args: Any) -> None:
         raise AssertionError(f"{fn.__name__}{args} succeeded")
 
 
+@pytest.mark.semantics("NAME-SPECIAL")
 def test_every_file_type_is_created_changed_and_kept(
     mount_factory: Any, bucket: str, s3: Any, open_root: Path
 ) -> None:
@@ -222,6 +223,7 @@ def test_another_user_creates_every_type_and_meets_the_kernel_s_rules(
     assert stat.S_ISFIFO(os.lstat(m / "shared/fifo").st_mode)
 
 
+@pytest.mark.semantics("NAME-XATTR-BYTES")
 def test_binary_xattrs_round_trip_through_the_kernel_and_a_remount(
     mount_factory: Any, bucket: str, open_root: Path
 ) -> None:
@@ -241,6 +243,7 @@ def test_binary_xattrs_round_trip_through_the_kernel_and_a_remount(
     assert e.value.errno == errno.E2BIG
 
 
+@pytest.mark.semantics("NAME-OPEN-FD")
 def test_a_descriptor_outlives_the_name_it_was_opened_by(mnt: Mount) -> None:
     (mnt / "f").write_bytes(b"old content")
     (mnt / "tmp").write_bytes(b"new content")

@@ -61,6 +61,7 @@ async def settle(proxy: RecordingProxy, parts: int, timeout: float = 20.0) -> No
         await trio.sleep(0.05)
 
 
+@pytest.mark.semantics("STORE-STREAM")
 def test_parts_go_up_while_the_file_is_written_and_the_close_completes(
     server: Backend, tmp_path: Path
 ) -> None:
@@ -105,6 +106,7 @@ def test_parts_go_up_while_the_file_is_written_and_the_close_completes(
     run_core(bucket, proxy.url, tmp_path / "spool2", check, OPTIONS)
 
 
+@pytest.mark.semantics("STORE-STREAM")
 @pytest.mark.parametrize("change", ["rewrite", "truncate", "part-fails"])
 def test_an_upload_that_cannot_be_completed_is_dropped_and_the_close_sends_it_whole(
     bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path, change: str
@@ -137,6 +139,7 @@ def test_an_upload_that_cannot_be_completed_is_dropped_and_the_close_sends_it_wh
     assert uploads_left(s3, bucket) == []  # the dropped upload was aborted
 
 
+@pytest.mark.semantics("STORE-STREAM")
 def test_a_daemon_killed_mid_stream_leaves_no_object_and_its_parts_are_aborted(
     bucket: str, s3: Any, proxy: RecordingProxy, tmp_path: Path
 ) -> None:
