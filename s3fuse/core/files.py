@@ -190,7 +190,6 @@ class Files:
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind not in (stat.S_IFREG, *meta.SPECIAL_TYPES):
             raise refuse(errno.EINVAL)
-        devices = (stat.S_IFCHR, stat.S_IFBLK)
         attrs = Attrs(kind | stat.S_IMODE(mode), ctx.uid, ctx.gid, meta.now_ns(),
-                      rdev=rdev if kind in devices else 0)  # fmt: skip
+                      rdev=rdev if kind in meta.DEVICE_TYPES else 0)  # fmt: skip
         return self.fs.table.reply(await self.put_whole(parent_inode, name, attrs, b""))

@@ -89,7 +89,8 @@ class Moves:
         self.fs.table.names_changed(old_parent, new_parent)
         if node.is_dir:  # its ".." moves (over a directory: that one's goes)
             old_parent.subdirs = max(0, old_parent.subdirs - 1)
-            new_parent.subdirs += 0 if target is not None else 1
+            if target is None:
+                new_parent.subdirs += 1
         self.fs.cache.removed(old_parent.path, basename(old_path))
         self.fs.cache.negative.pop(new_path, None)
         self.fs.cache.added(

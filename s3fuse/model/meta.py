@@ -48,7 +48,8 @@ DIR_CONTENT_TYPE = "application/x-directory"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
-SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+DEVICE_TYPES = (stat.S_IFCHR, stat.S_IFBLK)  # the special files that have an st_rdev
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, *DEVICE_TYPES)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def encode(attrs: Attrs, style: str = "s3fs") -> dict[str, str]:
     for key, ns in ((META_ATIME, attrs.atime_ns), (META_CTIME, attrs.ctime_ns)):
         if ns and ns != attrs.mtime_ns:
             out[key] = encode_mtime(ns)
-    if stat.S_ISCHR(attrs.mode) or stat.S_ISBLK(attrs.mode):
+    if stat.S_IFMT(attrs.mode) in DEVICE_TYPES:
         out[META_RDEV] = str(attrs.rdev)
     return out
 
@@ -188,14 +189,13 @@ def decode(
     if gid is None:
         gid = _int(meta, AWS_GROUP)
     mtime = _time(meta, META_MTIME)
-    special = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
     return Attrs(
         mode=mode,
         uid=defaults.uid if uid is None else uid,
         gid=defaults.gid if gid is None else gid,
         mtime_ns=last_modified_ns if mtime is None else mtime,
         size=0 if stat.S_IFMT(mode) in SPECIAL_TYPES else size,
-        rdev=(_int(meta, META_RDEV) or 0) if special else 0,
+        rdev=(_int(meta, META_RDEV) or 0) if stat.S_IFMT(mode) in DEVICE_TYPES else 0,
         atime_ns=_time(meta, META_ATIME) or 0,
         ctime_ns=_time(meta, META_CTIME) or 0,
     )

@@ -93,7 +93,8 @@ class SpoolEntry:
                 )
                 self.write_error = e.errno
             raise
-        if self._hashed == off and off + n < self.spool.multipart_threshold and not self.stream:
+        streaming = self.stream is not None
+        if self._hashed == off and off + n < self.spool.multipart_threshold and not streaming:
             self._hashed += n
             await self._hasher.add(buf if n == len(buf) else buf[:n])
         else:
