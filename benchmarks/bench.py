@@ -1,12 +1,16 @@
 """s3fuse beside its peers, the boto3 ceiling and the local-disk floor, on one S3 server.
 
-Starts a moto server on 127.0.0.1, then for every workload and every target (s3fuse, s3fs,
-rclone mount when installed, direct boto3, a local directory) uses a fresh bucket and a
-fresh mount, times the workload, verifies every object (count, size, MD5; a run that lost
-data is marked FAILED) and counts the S3 requests it caused (from the server's access log).
-Prints one table of figures and ratios. Timings are for reading, never for pass/fail.
+Starts a moto server (or with --server rgw a Ceph RGW, scripts/rgw/start) on 127.0.0.1,
+then for every workload and every target (s3fuse, s3fs, rclone mount when installed,
+direct boto3, a local directory) uses a fresh bucket and a fresh mount, times the
+workload, verifies every object (count, size, MD5; a run that lost data is marked FAILED)
+and counts the S3 requests it caused (from the server's access log). Prints one table of
+figures and ratios. Timings are for reading, never for pass/fail. The boto3 ceiling sends
+the way s3fuse does (benchmarks/backends.py: Content-MD5, unsigned payloads over http, no
+`Expect: 100-continue` for small bodies), so "x boto3" compares like with like.
 
-    scripts/bench [--quick] [--only s3fuse,boto3] [--workloads small1,ls] [--record]
+    scripts/bench [--server moto|rgw] [--quick] [--only s3fuse,boto3] [--workloads small1,ls]
+                  [--record]
 
 Workloads: small1, small8 (4 KiB files, 1 and 8 writers), write (one large file), read
 (cold sequential), ls (ls -l of objects written by another tool, cold), lswarm (again,
@@ -32,22 +36,16 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from backends import BACKENDS, Server  # beside this file
 
 from s3fuse.model import blocksums
 from s3fuse.model.meta import META_BLOCKS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.servers import MotoServer
-
-KEY_ID, SECRET = "bench-key-id", "bench-secret-key"
 MiB = 1 << 20
 
 
@@ -65,86 +63,6 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(60, 4096, 96, 32 * MiB, 300, 200, 16 * MiB, 60)
-
-
-# ------------------------------------------------------------------ server + clients
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.log = workdir / "moto.log"
-        self.warm_bytes = 0  # size of the largest body a workload sends
-        self.start()
-
-    def restart(self) -> None:
-        """A fresh server for each workload: moto keeps every object in memory and slows
-        down as its heap grows, which would favour whoever runs first."""
-        self.stop()
-        self.start()
-        self.warm_up()
-
-    def warm_up(self) -> None:
-        """A new moto answers its first few hundred requests slowly (lazy imports, caches):
-        without this, whichever target runs first after a restart would pay for it."""
-        bucket = self.bucket()
-        with cf.ThreadPoolExecutor(8) as ex:
-            list(ex.map(lambda i: self.s3.put_object(Bucket=bucket, Key=f"w{i}", Body=b"w"),
-                        range(200)))  # fmt: skip
-            list(ex.map(lambda i: self.s3.head_object(Bucket=bucket, Key=f"w{i}"), range(200)))
-        self.objects(bucket)
-        if self.warm_bytes:  # and its first large body (heap growth) as slowly
-            self.s3.put_object(Bucket=bucket, Key="big", Body=b"w" * self.warm_bytes)
-        self.empty_all()
-
-    def start(self) -> None:
-        self.moto = MotoServer(log_path=str(self.log)).start()
-        self.url = self.moto.url
-        self.s3 = boto3.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
-            config=Config(max_pool_connections=32, s3={"addressing_style": "path"},
-                          request_checksum_calculation="when_required"),
-        )  # fmt: skip
-
-    def bucket(self) -> str:
-        name = "bench-" + uuid.uuid4().hex[:12]
-        self.s3.create_bucket(Bucket=name)
-        return name
-
-    def log_size(self) -> int:
-        return self.log.stat().st_size
-
-    def requests_since(self, offset: int, bucket: str) -> int:
-        """Requests for bucket in the access log after offset (moto logs one line each)."""
-        time.sleep(0.2)  # let the log flush
-        with open(self.log, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-        needle = f" /{bucket}"
-        return sum(1 for line in text.splitlines() if needle in line and '" ' in line)
-
-    def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
-        out: dict[str, int] = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for o in page.get("Contents", []):
-                out[o["Key"]] = o["Size"]
-        return out
-
-    def md5_of(self, bucket: str, key: str) -> str:
-        h = hashlib.md5()
-        for chunk in self.s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(MiB):
-            h.update(chunk)
-        return h.hexdigest()
-
-    def stop(self) -> None:
-        self.moto.stop()
-
-    def empty_all(self) -> None:
-        """Delete every object (between runs: a heap full of earlier runs' data slows
-        moto down for the next one)."""
-        for b in self.s3.list_buckets().get("Buckets", []):
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    self.s3.delete_objects(Bucket=b["Name"], Delete={"Objects": keys})
 
 
 # ------------------------------------------------------------------ targets
@@ -243,7 +161,11 @@ class S3fuse(Target):
     extra: tuple[str, ...] = ()
 
     def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
+        env = dict(
+            os.environ,
+            AWS_ACCESS_KEY_ID=self.server.key_id,
+            AWS_SECRET_ACCESS_KEY=self.server.secret,
+        )
         return [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
                 self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra,
                 *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))], env  # fmt: skip
@@ -264,7 +186,7 @@ class S3fs(Target):
 
     def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
         pw = d / "passwd"
-        pw.write_text(f"{KEY_ID}:{SECRET}\n")
+        pw.write_text(f"{self.server.key_id}:{self.server.secret}\n")
         pw.chmod(0o600)
         return ["s3fs", bucket, str(mnt), "-f", "-o", f"url={self.server.url}",
                 "-o", "use_path_request_style", "-o", f"passwd_file={pw}",
@@ -291,9 +213,9 @@ class Rclone(Target):
             "--s3-endpoint",
             self.server.url,
             "--s3-access-key-id",
-            KEY_ID,
+            self.server.key_id,
             "--s3-secret-access-key",
-            SECRET,
+            self.server.secret,
             "--s3-force-path-style",
             # after a multipart upload rclone HEADs ?versionId=null, which moto
             # answers 400: the upload is then retried forever
@@ -880,17 +802,23 @@ def main() -> int:
         "--only", default="", help="targets: s3fuse,s3fuse-exact,s3fs,rclone,boto3,local"
     )
     ap.add_argument("--workloads", default="", help="comma list of workload names")
+    ap.add_argument(
+        "--server",
+        choices=sorted(BACKENDS),
+        default="moto",
+        help="the S3 server every target runs on: moto (default) or a Ceph RGW "
+        "started for the run (scripts/rgw/start; installs Ceph when missing)",
+    )
     ap.add_argument("--record", action="store_true", help="append the table to RESULTS.md")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each workload per target, interleaved; the median is shown "
                          "(default 3)")  # fmt: skip
     args = ap.parse_args()
     sizes = Sizes.quick() if args.quick else Sizes()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1"
-    )
     work = Path(tempfile.mkdtemp(prefix="s3fuse-bench-"))
-    server = Server(work)
+    server = BACKENDS[args.server](work)
+    os.environ.update(AWS_ACCESS_KEY_ID=server.key_id, AWS_SECRET_ACCESS_KEY=server.secret,
+                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
     server.warm_bytes = sizes.large
     b = Bench(server, sizes)
     only = [x for x in args.only.split(",") if x]
@@ -943,7 +871,8 @@ def main() -> int:
                     if t.peak_rss_kb)  # fmt: skip
     table = report(ws, names, sizes)
     text = (
-        f"\n### {machine_line()}{' (quick)' if args.quick else ''}\n\n{table}\n\n"
+        f"\n### {machine_line()}, server {server.kind}{' (quick)' if args.quick else ''}"
+        f"\n\n{table}\n\n"
         f"Peak RSS of the file-system process: {rss}\n"
     )
     print(text)

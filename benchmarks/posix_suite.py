@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import S3fs, S3fuse, Server, Target  # beside this file
+from backends import MotoBackend, Server  # beside this file
+from bench import S3fs, S3fuse, Target
 
 AREAS = [
     "chflags", "chmod", "chown", "ftruncate", "granular", "link", "mkdir", "mkfifo", "mknod",
@@ -121,7 +122,7 @@ def main() -> int:
     os.chmod(work, 0o755)  # other users of the suite reach the mounts
     out = args.out or work / "output"
     out.mkdir(parents=True, exist_ok=True)
-    server = Server(work)
+    server = MotoBackend(work)
     table: dict[str, dict[str, Tally]] = {}
     try:
         for name in args.tools.split(","):

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import KEY_ID, SECRET, Rclone, S3fs, S3fuse, Server, Target
+from backends import MotoBackend
+from bench import Rclone, S3fs, S3fuse, Target
 
 POLL = 0.01
 
@@ -97,11 +98,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=15.0)
     ap.add_argument("--only", default="", help="s3fuse,s3fs,rclone")
     args = ap.parse_args()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1"
-    )
     work = Path(tempfile.mkdtemp(prefix="s3fuse-visibility-"))
-    server = Server(work)
+    server = MotoBackend(work)
+    os.environ.update(AWS_ACCESS_KEY_ID=server.key_id, AWS_SECRET_ACCESS_KEY=server.secret,
+                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
     server.warm_up()
     rows = []
     try:

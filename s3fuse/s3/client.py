@@ -65,7 +65,7 @@ def _listed(o: dict[str, Any]) -> ObjectInfo:
 SMALL_BODY = 1 << 20
 
 
-def _no_continue_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
+def no_continue_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
     headers = params.get("headers", {})
     if "Expect" not in headers:
         return
@@ -133,7 +133,7 @@ class Store:
         )
         self._client.meta.events.register("after-call.s3", self._after_call)
         self._client.meta.events.register("request-created.s3", self._request_created)
-        self._client.meta.events.register_last("before-call.s3", _no_continue_for_small_bodies)
+        self._client.meta.events.register_last("before-call.s3", no_continue_for_small_bodies)
         # SSE-C: every request that touches object data carries the customer key;
         # botocore adds its MD5 and base64-encodes it.
         self._ssec = requests.sse_c(cfg.sse_c_key)
