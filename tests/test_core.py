@@ -497,3 +497,55 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
     run_core(bucket, proxy.url, tmp_path / "reader", ls_l_slowly, "kernel_ttl=0.2")
     run_core(bucket, proxy.url, tmp_path / "reader", ls_l, "kernel_ttl=0.2")
     assert [r.path for r in proxy.requests("HEAD") if not r.path.endswith("/")] == []
+
+
+def test_a_scan_by_name_heads_the_next_siblings_ahead_of_it(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """Stat by name in listing order without a readdir (core/scan.py): after a few
+    lookups in order the next siblings' HEADs go out in parallel, a window ahead of the
+    scan, not the whole directory; each name is HEADed once. Lookups out of order send
+    nothing ahead."""
+    names = [f"f{i:03d}" for i in range(120)]
+
+    async def write_all(c: Core) -> None:
+        await c.mkdir("d")
+        await c.mkdir("e")
+        for n in names:
+            await c.write(f"d/{n}", n.encode())
+            await c.write(f"e/{n}", n.encode())
+
+    run_core(bucket, proxy.url, tmp_path / "spool", write_all, "meta_cache=0")
+
+    def heads(d: str, n: str) -> int:
+        return len(proxy.requests("HEAD", f"/{d}/{n}"))
+
+    async def scan(c: Core) -> None:
+        proxy.clear()
+        assert (await c.stat(f"d/{names[0]}")).st_size == 4
+        sampled = {n for n in names if heads("d", n)}  # attrs=auto's sample of d
+        assert 1 < len(sampled) <= 5
+        for n in names[1:4]:
+            assert (await c.stat(f"d/{n}")).st_size == 4
+        with trio.fail_after(30):  # nobody looked these up yet: sent ahead
+            while not all(heads("d", n) for n in names[4:20]):
+                await trio.sleep(0.05)
+        ahead = [n for n in names[60:] if heads("d", n) and n not in sampled]
+        assert ahead == []  # a window, not the directory
+        scan = c.fs.names.scan_ahead.scans["d"]
+        for i, n in enumerate(names):
+            if i >= 4:  # the window runs ahead of the scan all the way, through names
+                # answered from what it sent (a lookup that needs no HEAD moves it too)
+                assert scan.ahead >= n
+            assert (await c.stat(f"d/{n}")).st_size == 4
+        assert [n for n in names if heads("d", n) != 1] == []
+
+        proxy.clear()
+        shuffled = names[::7] + names[3::7]
+        for n in shuffled:
+            assert (await c.stat(f"e/{n}")).st_size == 4
+        await trio.sleep(0.3)
+        unasked = [n for n in names if n not in shuffled and heads("e", n)]
+        assert len(unasked) <= 5  # attrs=auto's sample at most: nothing sent ahead
+
+    run_core(bucket, proxy.url, tmp_path / "spool2", scan, "meta_cache=0", "kernel_ttl=30")

@@ -15,7 +15,7 @@ import trio
 
 from s3fuse.core.readahead import Reader, Stream
 from s3fuse.errors import StoreError
-from s3fuse.s3.client import Store
+from s3fuse.s3.client import Store, parse_timestamp
 from s3fuse.s3.types import StoreConfig
 from s3fuse.spool.entry import CLOSING, OPEN
 from s3fuse.spool.spool import Spool
@@ -383,3 +383,17 @@ def test_spool_recovery_keeps_failed_uploads_and_drops_superseded_ones(
     assert again.failed["failing"].startswith("AccessDenied")
     kept.entry.close_fd()
     again.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Tue, 01 Dec 2026 21:30:12 GMT", "2026-12-01T21:30:12.345Z", "2026-12-01T21:30:12+00:00",
+     "1796160612", "Tue, 1 Dec 2026 21:30:12 GMT", "01 Dec 2026 21:30:12 GMT"],
+)  # fmt: skip
+def test_timestamps_parse_as_botocore_parses_them(value: str) -> None:
+    """The fast paths (ISO 8601 of listings, HTTP dates of Last-Modified headers) give
+    what botocore's own parser gives, and anything else goes to it."""
+    import botocore.utils  # only the s3 layer imports it at module level (test_layers)
+
+    assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
+    assert parse_timestamp(value).utcoffset() is not None

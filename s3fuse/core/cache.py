@@ -35,6 +35,21 @@ class DirListing:
     # "rich" (HEAD every child), None (not sampled yet; sampling: the sample under way)
     verdict: str | None = None
     sampling: trio.Event | None = None
+    _order: dict[str, int] | None = field(default=None, repr=False)
+    _names: list[str] | None = field(default=None, repr=False)
+
+    def order(self) -> dict[str, int]:
+        """Each child's place in listing order (S3 lists in key order); names added
+        here later come last, names removed keep their place."""
+        if self._order is None or len(self._order) < len(self.children):
+            self._names = list(self.children)
+            self._order = {n: i for i, n in enumerate(self._names)}
+        return self._order
+
+    def names(self) -> list[str]:
+        self.order()
+        assert self._names is not None
+        return self._names
 
 
 class Caches:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from s3fuse.core.cache import Child, DirListing
+from s3fuse.core.scan import ScanAhead
 from s3fuse.core.types import ROOT_INODE, refuse
 from s3fuse.errors import FsError, StoreError
 from s3fuse.model import meta
@@ -38,6 +39,7 @@ class Resolver:
     def __init__(self, fs: S3Fs) -> None:
         self.fs = fs
         self.inflight: dict[str, trio.Event] = {}  # path -> set when its HEAD is answered
+        self.scan_ahead = ScanAhead(self)
 
     async def refresh(self, node: Node) -> Node:
         """The node as S3 has it now (a HEAD); ENOENT when it is gone."""
@@ -197,13 +199,14 @@ class Resolver:
 
     async def resolve(self, path: str) -> Node:
         """The node for an existing path, or FUSEError(ENOENT)."""
+        parent = parent_of(path)
+        name = basename(path)
+        self.scan_ahead.seen(parent, name)
         node = self.fs.table.known(path)
         if node is not None and self.fs.table.fresh(node):
             return node
         if self.fs.cache.is_negative(path):
             raise refuse(errno.ENOENT)
-        parent = parent_of(path)
-        name = basename(path)
         listing = self.fs.cache.listing(parent)
         if listing is None and self.fs.cfg.cache_ttl > 0:
             # One LIST page answers this and every later lookup in the directory.

@@ -10,6 +10,7 @@ Failures leave this module as ``StoreError`` only.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import io
 import logging
@@ -78,14 +79,20 @@ def no_continue_for_small_bodies(params: dict[str, Any], **_: Any) -> None:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """botocore's timestamp parser, with a fast path for ISO 8601 (every LastModified of
-    a listing): dateutil took a third of the CPU time of listing 2000 keys."""
+    """botocore's timestamp parser, with fast paths for ISO 8601 (every LastModified of
+    a listing: dateutil took a third of the CPU time of listing 2000 keys) and for HTTP
+    dates (the Last-Modified header of every HEAD and GET: 8 us instead of 150 us)."""
     try:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is not None:
             return parsed
     except (TypeError, ValueError):
         pass
+    if isinstance(value, str) and value.endswith(" GMT"):
+        try:
+            return email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
     other: datetime = botocore.utils.parse_timestamp(value)  # HTTP dates, epoch seconds
     return other
 
