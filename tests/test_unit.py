@@ -11,6 +11,7 @@ import pytest
 
 from s3fuse import kernel
 from s3fuse.config import ConfigError, MountConfig, apply_options, split_bucket
+from s3fuse.core.cache import Child, DirListing
 from s3fuse.errors import StoreError, errno_for
 from s3fuse.model import meta
 from s3fuse.model.keys import KeyMap, NameError_, decode_name, listable_name, normalize_prefix
@@ -333,3 +334,18 @@ def test_block_sums_stay_small_for_large_objects() -> None:
     parsed = bs.BlockSums.parse(value, size)
     assert parsed is not None and len(parsed.sums) <= bs.MAX_BLOCKS and len(value) <= 530
     assert not bs.needed(7 << 30)  # blocks past MAX_BLOCK: not read-verifiable
+
+
+def test_listing_order_places_names_added_later_at_the_end() -> None:
+    """DirListing.order(): the listed names in listing order, names created here since
+    then after them (core/scan.py reads the scan's position from it); a removed name
+    keeps its place."""
+    listing = DirListing(children={n: Child(False) for n in ("a", "b", "c")})
+    assert listing.order() == {"a": 0, "b": 1, "c": 2}
+    listing.children["e"] = Child(False)
+    listing.children["d"] = Child(False)
+    del listing.children["a"]
+    assert listing.order() == {"a": 0, "b": 1, "c": 2, "e": 3, "d": 4}
+    assert listing.names() == ["a", "b", "c", "e", "d"]
+    listing.children["b"] = Child(False, size=9)  # replaced in place: no new place
+    assert listing.order()["b"] == 1 and len(listing.order()) == 5

@@ -7,6 +7,7 @@ no HEAD. Every local change updates the cached listing in place.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -40,11 +41,19 @@ class DirListing:
 
     def order(self) -> dict[str, int]:
         """Each child's place in listing order (S3 lists in key order); names added
-        here later come last, names removed keep their place."""
-        if self._order is None or len(self._order) < len(self.children):
-            self._names = list(self.children)
-            self._order = {n: i for i, n in enumerate(self._names)}
-        return self._order
+        here later come last, names removed keep their place. Names added since the
+        last call are the dict's tail (a create appends): only those are placed, so a
+        lookup after each of many creates costs O(1), not a walk of the directory. (A
+        name added just before a removed name is re-added gets no place: the scan
+        passes it by.)"""
+        if self._order is None or self._names is None:
+            self._order, self._names = {}, []
+        order, names = self._order, self._names
+        new = list(itertools.takewhile(lambda n: n not in order, reversed(self.children)))
+        for n in reversed(new):
+            order[n] = len(names)
+            names.append(n)
+        return order
 
     def names(self) -> list[str]:
         self.order()
