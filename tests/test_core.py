@@ -459,8 +459,13 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
     """The metadata cache keeps each HEAD answer with the ETag and LastModified of the
     listing entry it was asked for. The bulk HEAD of a large directory outlives its
     listing (cache_ttl is kernel_ttl, 1 s, by default): the answers that come after it
-    expired are kept all the same, so the next mount's `ls -l` costs the LISTs alone."""
+    expired are kept all the same, so the next mount's `ls -l` costs the LISTs alone.
+    The late HEADs stall for longer than the trust window (1 s), which must not run out
+    before the lookups started the bulk fetch: with 0.2 s, a loaded machine (the CI
+    chroot) took longer than that for the listing, the sample and two lookups, the bulk
+    fetch never started and the late names were never HEADed."""
     names = [f"f{i:02d}" for i in range(40)]
+    trust = 1.0
 
     async def write(c: Core) -> None:
         await c.mkdir("d")
@@ -476,11 +481,12 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
         assert await c.listdir("d") == names
         late = tuple(f"/d/{n}" for n in names[20:])  # HEADed by the bulk fetch alone
         proxy.fault = lambda r: (
-            ("stall", 0.5) if r.method == "HEAD" and r.path.endswith(late) else None
+            ("stall", 1.5 * trust) if r.method == "HEAD" and r.path.endswith(late) else None
         )
         try:
             for n in names[:8]:  # the lookups of `ls -l` start the bulk HEAD
                 await c.stat(f"d/{n}")
+            assert "d" in c.fs.cache.bulk, "the bulk fetch did not start within the window"
             with trio.fail_after(30):
                 while not all(headed(n) for n in names):
                     await trio.sleep(0.05)
@@ -494,8 +500,8 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
             await c.stat(f"d/{n}")
 
     proxy.clear()
-    run_core(bucket, proxy.url, tmp_path / "reader", ls_l_slowly, "kernel_ttl=0.2")
-    run_core(bucket, proxy.url, tmp_path / "reader", ls_l, "kernel_ttl=0.2")
+    run_core(bucket, proxy.url, tmp_path / "reader", ls_l_slowly, f"kernel_ttl={trust}")
+    run_core(bucket, proxy.url, tmp_path / "reader", ls_l, f"kernel_ttl={trust}")
     assert [r.path for r in proxy.requests("HEAD") if not r.path.endswith("/")] == []
 
 
