@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from s3fuse.model import etag, meta, requests, xattrs
+from s3fuse.model.etag import PartPlan
 from s3fuse.model.xattrs import XattrError
 
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -167,8 +168,10 @@ def test_extra_metadata_leaves_the_callers_request_alone() -> None:
     with_sums = requests.with_metadata(original, {meta.META_BLOCKS: "s"})
     assert original["Metadata"] == {"mode": "1"}
     assert with_sums["Metadata"] == {"mode": "1", meta.META_BLOCKS: "s"}
-    created = requests.multipart_create(original, 8 << 20)
+    created = requests.multipart_create(original, PartPlan(8 << 20))
     assert created["Metadata"][meta.META_PART_SIZE] == str(8 << 20)
+    grown = requests.multipart_create(original, PartPlan(8 << 20, every=1000))
+    assert grown["Metadata"][meta.META_PART_SIZE] == f"{8 << 20}x2/1000"
     assert requests.with_metadata({}, {"a": "b"}) == {"Metadata": {"a": "b"}}
 
 

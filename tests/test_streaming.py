@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import time
 from pathlib import Path
@@ -104,6 +105,55 @@ def test_parts_go_up_while_the_file_is_written_and_the_close_completes(
         assert c.fs.store.stats.corrupted_reads == 0
 
     run_core(bucket, proxy.url, tmp_path / "spool2", check, OPTIONS)
+
+
+@pytest.mark.semantics("STORE-STREAM")
+def test_a_long_stream_grows_its_parts_and_states_how_they_were_cut(
+    server: Backend, tmp_path: Path
+) -> None:
+    """A streamed upload does not know its final size: its parts double after every
+    `part_growth` of them (1000 by default, 3 here), so 10,000 parts hold 5 TiB. The
+    object's metadata states the cut, so its multipart ETag is checked by a reader, and
+    a file that stayed below the first run keeps the plain part size."""
+    data = os.urandom(33 * MiB)  # parts of 5, 5, 5, 10 MiB while written, 8 MiB at close
+    s3, proxy, bucket = server.client(), server.proxy, server.bucket()
+
+    async def body(c: Core) -> None:
+        c.fs.spool.part_growth = 3
+        proxy.clear()
+        fh = await open_new(c, "long")
+        await write_all(c, fh, data)
+        await settle(proxy, 4)
+        await c.fs.flush(fh)
+        await c.fs.release(fh)
+        fh = await open_new(c, "short")  # three parts: no doubling
+        await write_all(c, fh, data[: 13 * MiB])
+        await c.fs.flush(fh)
+        await c.fs.release(fh)
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body, OPTIONS)
+    sizes = [r.body_len for r in part_puts(proxy) if "/long?" in r.path]
+    assert sizes == [5 * MiB, 5 * MiB, 5 * MiB, 10 * MiB, 8 * MiB]
+    cuts = [0, 5 * MiB, 10 * MiB, 15 * MiB, 25 * MiB, 33 * MiB]
+    md5s = [hashlib.md5(data[a:b]).digest() for a, b in itertools.pairwise(cuts)]
+    head = s3.head_object(Bucket=bucket, Key="long")
+    # moto recomputes the ETag of the copy that restated the metadata: then the MD5
+    assert head["ETag"].strip('"') in (etag_sums.multipart(md5s), hashlib.md5(data).hexdigest())
+    assert head["Metadata"]["s3fuse-part-size"] == f"{5 * MiB}x2/3"
+    short = s3.head_object(Bucket=bucket, Key="short")["Metadata"]
+    assert short["s3fuse-part-size"] == str(5 * MiB)
+    got = s3.get_object(Bucket=bucket, Key="long")
+    plan = etag_sums.PartPlan.parse(got["Metadata"]["s3fuse-part-size"])
+    check = etag_sums.ETagCheck(got["ETag"].strip('"'), len(data), plan)
+    check.update(got["Body"].read())
+    assert not check.guessed and check.result() is True
+    assert uploads_left(s3, bucket) == []
+
+    async def check_read(c: Core) -> None:  # another mount reads it, checked
+        assert await c.read("long") == data
+        assert c.fs.store.stats.corrupted_reads == 0
+
+    run_core(bucket, proxy.url, tmp_path / "spool2", check_read, OPTIONS)
 
 
 @pytest.mark.semantics("STORE-STREAM")

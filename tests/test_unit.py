@@ -277,7 +277,14 @@ def test_meta_cache_that_cannot_open_is_off_not_an_error(tmp_path: Path) -> None
 def test_etag_hasher_reproduces_multipart_etags() -> None:
     import hashlib
 
-    from s3fuse.model.etag import ETagCheck, ETagHasher, guessed_part_sizes, multipart, part_count
+    from s3fuse.model.etag import (
+        ETagCheck,
+        ETagHasher,
+        PartPlan,
+        guessed_part_sizes,
+        multipart,
+        part_count,
+    )
 
     data = os.urandom(3 * (1 << 20) + 123)
     parts = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
@@ -293,10 +300,53 @@ def test_etag_hasher_reproduces_multipart_etags() -> None:
     assert check.guessed and check.result() is True
     bad = bytearray(data)
     bad[-1] ^= 1
-    check = ETagCheck(want, len(data), 1 << 20)  # part size known
+    check = ETagCheck(want, len(data), PartPlan(1 << 20))  # part size known
     check.update(bytes(bad))
     assert not check.guessed and check.result() is False
     assert ETagCheck("opaque-kms-etag", 10).result() is None
+
+
+def test_a_growing_part_plan_cuts_counts_and_checks_like_the_upload_it_describes() -> None:
+    import hashlib
+    import itertools
+
+    from s3fuse.model.etag import MAX_PART, ETagCheck, ETagHasher, PartPlan, multipart
+
+    plan = PartPlan(1000, every=2)  # 1000, 1000, 2000, 2000, 4000, ...
+    assert [plan.length(n) for n in range(1, 7)] == [1000, 1000, 2000, 2000, 4000, 4000]
+    # (bytes, parts): each run's end, one byte more, the empty file
+    for total, parts in [(0, 1), (1, 1), (2000, 2), (2001, 3), (6000, 4), (6001, 5)]:
+        assert plan.count(total) == parts, total
+    data = os.urandom(9500)  # 1000 + 1000 + 2000 + 2000 + 3500
+    cuts = [0, 1000, 2000, 4000, 6000, 9500]
+    want = multipart([hashlib.md5(data[a:b]).digest() for a, b in itertools.pairwise(cuts)])
+    h = ETagHasher(plan)
+    for i in range(0, len(data), 333):  # pieces across the part boundaries
+        h.update(data[i : i + 333])
+    assert h.etag() == want
+    assert ETagHasher(1000).etag() != want  # a fixed size cuts it otherwise
+    # the metadata form: read back as the same plan; a short upload is stated as fixed
+    assert PartPlan.parse(plan.encode()) == plan and plan.encode() == "1000x2/2"
+    assert plan.settled(2) == PartPlan(1000) and plan.settled(3) == plan
+    assert PartPlan.parse("16777216") == PartPlan(16 << 20)
+    for junk in ("", "0", "abc", "5x2/", "5x3/4", "-5"):
+        assert PartPlan.parse(junk) is None, junk
+    check = ETagCheck(want, len(data), plan)
+    check.update(data)
+    assert not check.guessed and check.result() is True
+    bad = bytearray(data)
+    bad[5000] ^= 1
+    check = ETagCheck(want, len(data), plan)
+    check.update(bytes(bad))
+    assert check.result() is False
+    # the default streamed plan: equal parts below 1000, 5 TiB within S3's 10,000 parts
+    streamed = PartPlan(16 << 20, every=1000)
+    assert streamed.count(1000 * (16 << 20)) == 1000
+    assert streamed.count(5 << 40) <= 10_000
+    assert max(streamed.length(n) for n in range(1, 10_001)) <= MAX_PART
+    assert PartPlan.growing(16 << 20, 1000) == streamed
+    small = PartPlan.growing(5 << 20, 1000)  # S3's smallest parts grow sooner
+    assert small.every < 1000 and small.count(5 << 40) <= 10_000
 
 
 def test_block_sums_check_whole_blocks_and_find_the_bad_one() -> None:

@@ -8,6 +8,8 @@ SSE-C (the ETag is then opaque: sums_bytes).
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -34,32 +36,99 @@ def multipart(part_md5s: list[bytes]) -> str:
     return f"{hashlib.md5(b''.join(part_md5s)).hexdigest()}-{len(part_md5s)}"
 
 
-class ETagHasher:
-    """The ETag of a byte stream fed in order: its MD5, or with part_size the multipart
-    ETag of those bytes uploaded in parts of part_size."""
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MAX_PART = 5 << 30  # S3's largest part
+MAX_OBJECT = 5 << 40  # S3's largest object
+_GROWN = re.compile(r"([1-9][0-9]*)x2/([1-9][0-9]*)")
 
-    def __init__(self, part_size: int | None = None) -> None:
-        self.part_size = part_size
+
+@dataclass(frozen=True)
+class PartPlan:
+    """How an upload cuts its bytes into parts: `size` bytes each, or, with `every`,
+    doubled after every `every` parts (at most 5 GiB a part). A streamed upload starts
+    before its size is known, so its parts grow: with 16 MiB and every 1000, the 10,000
+    parts S3 allows hold more than 5 TiB (S3's largest object), and a file below 16 GiB
+    is cut as with a fixed size. Written to the object's metadata (META_PART_SIZE) as
+    "16777216" or "16777216x2/1000", so that a reader can recompute its ETag."""
+
+    size: int
+    every: int = 0
+
+    def length(self, num: int) -> int:
+        """The length of part `num` (1-based) when it is not the last."""
+        if not self.every:
+            return self.size
+        return min(self.size << min((num - 1) // self.every, 40), MAX_PART)
+
+    def count(self, total: int) -> int:
+        """How many parts `total` bytes make (at least one)."""
+        if not self.every:
+            return max(1, -(-total // self.size))
+        parts = 0
+        while True:
+            length = self.length(parts + 1)
+            run = self.every * length
+            if total <= run or length == MAX_PART:
+                return parts + max(1, -(-total // length))
+            parts, total = parts + self.every, total - run
+
+    @classmethod
+    def growing(cls, size: int, every: int) -> PartPlan:
+        """Parts of `size` doubled after every `every` parts, or sooner where that would
+        not hold S3's largest object (5 TiB) in 10,000 parts (a small part size)."""
+        while every > 1 and cls(size, every).count(MAX_OBJECT) > MAX_PARTS:
+            every -= max(1, every // 20)
+        return cls(size, every)
+
+    def settled(self, parts: int) -> PartPlan:
+        """The same cut, stated as simply as an upload of `parts` parts allows."""
+        return PartPlan(self.size) if parts <= self.every else self
+
+    def encode(self) -> str:
+        return f"{self.size}x2/{self.every}" if self.every else str(self.size)
+
+    @classmethod
+    def parse(cls, text: str) -> PartPlan | None:
+        if text.isdigit() and int(text) > 0:
+            return cls(int(text))
+        m = _GROWN.fullmatch(text)
+        return cls(int(m[1]), int(m[2])) if m else None
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """The part size of an upload of `size` bytes whose size is known: at least S3's
+    5 MiB, and large enough that the parts stay within S3's 10,000."""
+    return max(part_size, 5 << 20, -(-size // MAX_PARTS))
+
+
+class ETagHasher:
+    """The ETag of a byte stream fed in order: its MD5, or with a part plan (a part
+    size) the multipart ETag of those bytes uploaded in its parts."""
+
+    def __init__(self, plan: PartPlan | int | None = None) -> None:
+        self.plan = PartPlan(plan) if isinstance(plan, int) else plan
         self._part = hashlib.md5()
         self._in_part = 0
         self._parts: list[bytes] = []
+        self._limit = self.plan.length(1) if self.plan else 0
 
     def update(self, data: bytes | memoryview) -> None:
-        if self.part_size is None:
+        if self.plan is None:
             self._part.update(data)
             return
         view = memoryview(data)
         while view:
-            n = min(len(view), self.part_size - self._in_part)
+            n = min(len(view), self._limit - self._in_part)
             self._part.update(view[:n])
             self._in_part += n
             view = view[n:]
-            if self._in_part == self.part_size:
+            if self._in_part == self._limit:
                 self._parts.append(self._part.digest())
                 self._part, self._in_part = hashlib.md5(), 0
+                self._limit = self.plan.length(len(self._parts) + 1)
 
     def etag(self) -> str:
-        if self.part_size is None:
+        if self.plan is None:
             return self._part.hexdigest()
         parts = self._parts + ([self._part.digest()] if self._in_part or not self._parts else [])
         return multipart(parts)
@@ -95,18 +164,18 @@ class ETagCheck:
     plausible part size is tried (``guessed``): no match can then also mean an unusual
     part size, which the caller tells from corruption by fetching again."""
 
-    def __init__(self, etag: str, size: int, part_size: int | None = None) -> None:
+    def __init__(self, etag: str, size: int, plan: PartPlan | None = None) -> None:
         self.etag = etag
         self.guessed = False
         self._whole = hashlib.md5()
         parts = part_count(etag)
-        sizes: list[int | None]
+        sizes: list[PartPlan | int | None]
         if is_md5(etag):
             sizes = [None]
         elif parts is None:
             sizes = []
-        elif part_size and -(-size // part_size) == parts:
-            sizes = [part_size]
+        elif plan is not None and plan.count(size) == parts:
+            sizes = [plan]
         else:
             sizes = list(guessed_part_sizes(size, parts))
             self.guessed = parts > 1

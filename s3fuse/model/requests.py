@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3fuse.model import meta
+from s3fuse.model.etag import PartPlan
 from s3fuse.model.xattrs import GRANTS, HEADERS, parse_date
 
 ACCESS = ("acl", *GRANTS)  # the values that decide who may read the object
@@ -167,10 +168,10 @@ def with_metadata(request: Params, extra: dict[str, str]) -> Params:
     return {**request, "Metadata": {**(request.get("Metadata") or {}), **extra}}
 
 
-def multipart_create(request: Params, part_size: int) -> Params:
-    """CreateMultipartUpload keywords: the part size goes along, so that a reader can
-    recompute the multipart ETag."""
-    return with_metadata(request, {meta.META_PART_SIZE: str(part_size)})
+def multipart_create(request: Params, plan: PartPlan) -> Params:
+    """CreateMultipartUpload keywords: the part size (plan) goes along, so that a reader
+    can recompute the multipart ETag."""
+    return with_metadata(request, {meta.META_PART_SIZE: plan.encode()})
 
 
 def content_md5(md5: bytes) -> str:

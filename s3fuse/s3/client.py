@@ -29,7 +29,7 @@ from botocore.config import Config
 from s3fuse.errors import NO_UPLOAD, NOT_FOUND, StoreError
 from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
-from s3fuse.model.etag import ETagCheck
+from s3fuse.model.etag import ETagCheck, PartPlan
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3 import multipart, versions
 from s3fuse.s3.failures import translated
@@ -258,7 +258,7 @@ class Store:
             check = None
             if etag is not None:
                 part = (r.get("Metadata") or {}).get(META_PART_SIZE, "")
-                check = ETagCheck(etag, size, int(part) if part.isdigit() else None)
+                check = ETagCheck(etag, size, PartPlan.parse(part))
             n = 0
             for chunk in r["Body"].iter_chunks(1 << 20):
                 sink.write(chunk)
@@ -394,11 +394,11 @@ class Store:
         )  # fmt: skip
 
     async def begin_upload(
-        self, key: str, headers: dict[str, Any], part_size: int
+        self, key: str, headers: dict[str, Any], plan: PartPlan
     ) -> multipart.Upload:
         """A multipart upload to be fed part by part while its file is written."""
-        upload_id = await multipart.create(self, key, headers, part_size)
-        return multipart.Upload(self, key, upload_id, part_size)
+        upload_id = await multipart.create(self, key, headers, plan)
+        return multipart.Upload(self, key, upload_id, plan)
 
     async def abort_uploads_of(self, key: str) -> int:
         """Abort every unfinished multipart upload of key (one whose id was never learnt:

@@ -19,6 +19,7 @@ import trio
 from s3fuse.errors import COMPLETE_GARBLED, CORRUPTED, StoreError
 from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
+from s3fuse.model.etag import PartPlan, part_size_for
 from s3fuse.model.meta import META_PART_SIZE
 from s3fuse.s3.parallel import each
 from s3fuse.s3.types import PutResult, server_time_ns, strip_etag
@@ -76,13 +77,7 @@ class _Section(io.RawIOBase):
         return h.digest()
 
 
-def part_size_for(size: int, part_size: int) -> int:
-    """The part size of an upload of `size` bytes: at least S3's 5 MiB, and large enough
-    that the parts stay within S3's 10,000."""
-    return max(part_size, 5 << 20, -(-size // 10_000))
-
-
-async def create(store: Store, key: str, headers: dict[str, Any], part_size: int) -> str:
+async def create(store: Store, key: str, headers: dict[str, Any], plan: PartPlan) -> str:
     """CreateMultipartUpload with every header of the object (and the part size, so that
     a reader can check the multipart ETag); an upload a retried create left behind is
     aborted."""
@@ -91,7 +86,7 @@ async def create(store: Store, key: str, headers: dict[str, Any], part_size: int
     def do() -> str:
         started = datetime.now(UTC)
         r = store._client.create_multipart_upload(
-            Bucket=store.bucket, Key=key, **requests.multipart_create(headers, part_size),
+            Bucket=store.bucket, Key=key, **requests.multipart_create(headers, plan),
             **store._ssec,
         )  # fmt: skip
         if r.get("ResponseMetadata", {}).get("RetryAttempts"):
@@ -160,7 +155,7 @@ async def complete(
     key: str,
     upload_id: str,
     parts: list[tuple[int, str, bytes]],
-    part_size: int,
+    plan: PartPlan,
     conditions: dict[str, str] | None = None,
 ) -> PutResult:
     """CompleteMultipartUpload of (number, ETag, MD5) parts, checked: the object's ETag
@@ -201,15 +196,15 @@ async def complete(
     if res.etag and res.etag != expected and all(verifiable) and "-" in res.etag:
         raise StoreError("ChecksumMismatch", f"S3 holds ETag {res.etag}, the parts give "
                          f"{expected}", op="CompleteMultipartUpload", key=key)  # fmt: skip
-    res.metadata[META_PART_SIZE] = str(part_size)
+    res.metadata[META_PART_SIZE] = plan.settled(len(parts)).encode()
     return res
 
 
 class Upload:
     """A multipart upload under way that is fed part by part (spool/stream.py)."""
 
-    def __init__(self, store: Store, key: str, upload_id: str, part_size: int) -> None:
-        self.store, self.key, self.upload_id, self.part_size = store, key, upload_id, part_size
+    def __init__(self, store: Store, key: str, upload_id: str, plan: PartPlan) -> None:
+        self.store, self.key, self.upload_id, self.plan = store, key, upload_id, plan
 
     async def send_part(self, path: str, num: int, off: int, length: int) -> tuple[str, bytes]:
         return await send_part(self.store, self.key, self.upload_id, path, num, off, length)
@@ -217,9 +212,7 @@ class Upload:
     async def complete(
         self, parts: list[tuple[int, str, bytes]], conditions: dict[str, str] | None
     ) -> PutResult:
-        return await complete(
-            self.store, self.key, self.upload_id, parts, self.part_size, conditions
-        )
+        return await complete(self.store, self.key, self.upload_id, parts, self.plan, conditions)
 
     async def abort(self, track: Callable[[str | None], None] | None = None) -> None:
         await abort(self.store, self.key, self.upload_id, track)
@@ -249,7 +242,7 @@ async def put_multipart(
               for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
     if track is not None:
         track("")  # being created: a process killed before the answer leaves no id
-    upload_id = await create(store, key, headers, part_size)
+    upload_id = await create(store, key, headers, PartPlan(part_size))
     if track is not None:
         track(upload_id)
     etags: dict[int, tuple[str, bytes]] = {}
@@ -265,7 +258,7 @@ async def put_multipart(
         if errors:
             raise errors[0]
         parts = [(n, *etags[n]) for n, _, _ in ranges]
-        res = await complete(store, key, upload_id, parts, part_size, conditions)
+        res = await complete(store, key, upload_id, parts, PartPlan(part_size), conditions)
     except BaseException:
         await abort(store, key, upload_id, track)
         raise

@@ -29,7 +29,7 @@ from s3fuse.s3.types import PutResult
 from s3fuse.spool import recovery, upload
 from s3fuse.spool.entry import CLEAN, CLOSING, OPEN, SpoolEntry, SpoolError
 from s3fuse.spool.recovery import Recovery
-from s3fuse.spool.stream import Streamer
+from s3fuse.spool.stream import PART_GROWTH, Streamer
 from s3fuse.spool.upload import SMALL_BODY
 from s3fuse.tasks import Background
 
@@ -61,6 +61,7 @@ class Spool:
         # a file written sequentially past this size uploads its parts while it is
         # written (stream.py); 0: never
         self.stream_threshold = stream_threshold
+        self.part_growth = PART_GROWTH  # a streamed upload doubles its parts after so many
         # beyond botocore's own retries: how long an upload keeps trying through an
         # unreachable or failing (5xx) server, e.g. one that restarts
         self.retry_window = retry_window

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from s3fuse.model.etag import MAX_PARTS, PartPlan
 from s3fuse.model.meta import META_BLOCKS, META_PART_SIZE, TIME_META
 from s3fuse.s3.types import PutResult
 from s3fuse.spool import upload
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # metadata that may differ between the create and the close: the times (written last;
 # restated by the copy after completion) and what describes the finished bytes
 LATE_META = (*TIME_META, META_BLOCKS, META_PART_SIZE)
+# A streamed upload's parts double after every PART_GROWTH parts: at the default 16 MiB,
+# a file up to 15.6 GiB is cut into equal parts, and 10,000 parts hold 5 TiB.
+PART_GROWTH = 1000
 
 
 def comparable(headers: dict[str, Any]) -> dict[str, Any]:
@@ -46,9 +50,11 @@ class Streamer:
     ) -> None:
         self.spool, self.entry, self.headers, self.tasks = spool, entry, headers, tasks
         self.key = entry.key
-        self.part_size = spool.part_size
+        # parts grow (PartPlan): the file's final size is not known yet
+        self.plan = PartPlan.growing(spool.part_size, spool.part_growth)
         self.upload: Upload | None = None  # once created; None again once finished
         self.parts: dict[int, tuple[str, bytes]] = {}
+        self.launched: list[int] = []  # offset of each part sent (number = place + 1)
         self.sent_end = 0  # parts cover [0, sent_end): those bytes must not change
         self.in_flight = 0
         self.error: BaseException | None = None
@@ -59,9 +65,7 @@ class Streamer:
     async def start(self) -> None:
         upload.track_upload(self.entry.data_path, self.key, "")
         try:
-            self.upload = await self.spool.store.begin_upload(
-                self.key, self.headers, self.part_size
-            )
+            self.upload = await self.spool.store.begin_upload(self.key, self.headers, self.plan)
         except BaseException:
             upload.track_upload(self.entry.data_path, self.key, None)
             raise
@@ -70,10 +74,10 @@ class Streamer:
     async def feed(self, size: int) -> None:
         """Start the upload of every full part below size; waits while as many parts as
         the spool allows are under way (the writer runs at the upload's pace then)."""
-        while self.usable and size - self.sent_end >= self.part_size:
+        while self.usable and size - self.sent_end >= self.plan.length(self.next_part):
             await self._room()
             if self.usable:
-                self._launch(self.part_size)
+                self._launch(self.plan.length(self.next_part))
 
     def cannot_complete(self, why: str) -> None:
         """This upload will not be completed: its parts are dropped now, the close
@@ -94,11 +98,19 @@ class Streamer:
         while self.in_flight >= self.spool.part_concurrency:
             await self._changed.wait()
 
+    @property
+    def next_part(self) -> int:
+        return len(self.launched) + 1
+
     def _launch(self, length: int) -> None:
+        if self.next_part > MAX_PARTS:  # only past 5 TiB: S3 could not hold it anyway
+            self.cannot_complete(f"it needs more than {MAX_PARTS} parts")
+            return
         off = self.sent_end
         self.sent_end += length
         self.in_flight += 1
-        self.tasks.start_soon(self._part, off // self.part_size + 1, off, length)
+        self.launched.append(off)
+        self.tasks.start_soon(self._part, self.next_part - 1, off, length)
 
     async def _part(self, num: int, off: int, length: int) -> None:
         assert self.upload is not None
@@ -133,7 +145,7 @@ class Streamer:
         while self.usable and self.sent_end < size:
             await self._room()
             if self.usable:
-                self._launch(min(self.part_size, size - self.sent_end))
+                self._launch(min(self.plan.length(self.next_part), size - self.sent_end))
         await self._all_sent()
         if not self.usable:
             if self.broken is None and self.error is not None:

@@ -16,6 +16,7 @@ import trio
 
 from s3fuse.errors import CONFLICT, CORRUPTION, TRANSIENT, StoreError
 from s3fuse.model import blocksums, requests
+from s3fuse.model.etag import part_size_for
 from s3fuse.model.meta import META_BLOCKS
 from s3fuse.model.xattrs import META_LIMIT, meta_size
 from s3fuse.s3.types import PutResult
@@ -105,7 +106,8 @@ async def landed(
     if current is None or current.size != size:
         return None
     if size >= spool.multipart_threshold:
-        want = await trio.to_thread.run_sync(etag_of_file, path, spool.part_size)
+        part_size = part_size_for(size, spool.part_size)  # as put_multipart cut it
+        want = await trio.to_thread.run_sync(etag_of_file, path, part_size)
     else:
         digest = md5 if md5 is not None else await trio.to_thread.run_sync(md5_of_file, path)
         want = digest.hex()
