@@ -110,6 +110,7 @@ class Daemon:
                 revalidate_open=cfg.cache_ttl is None or cfg.cache_ttl <= cfg.kernel_ttl,
                 kernel_ttl=cfg.kernel_ttl,
                 read_only=cfg.read_only,
+                read_ahead_kb=cfg.read_ahead_kb,
             ),
             tasks=self.tasks,
             meta_cache=self.meta_cache,

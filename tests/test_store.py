@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from s3fuse.core.readahead import Reader, Stream
+from s3fuse.core.readahead import Reader, Stream, keep_for
 from s3fuse.errors import StoreError
 from s3fuse.s3.client import Store, parse_timestamp
 from s3fuse.s3.types import StoreConfig
@@ -279,6 +279,41 @@ def test_read_ahead_serves_parallel_out_of_order_reads(
                 assert chunk == data[off : off + step], f"wrong bytes at {off}"
 
     trio.run(go)
+
+
+def test_a_stream_keeps_what_the_kernels_read_ahead_window_may_still_ask_for(
+    proxy: RecordingProxy, bucket: str, s3: Any
+) -> None:
+    """With read_ahead_kb=16384 the kernel answers the newest READ of its window and only
+    then the ones up to ~16 MiB behind it. The stream keeps twice the window behind the
+    newest read (keep_for), so they come from the one GET; with the 4 MiB it kept before,
+    each such read was a ranged GET of its own (on moto: 25 MB/s instead of ~400)."""
+    store = make_store(proxy.url, bucket)
+    step = 1 << 20
+    data = os.urandom(48 * step)
+    s3.put_object(Bucket=bucket, Key="window.bin", Body=data)
+
+    async def window_reads(keep: int) -> int:
+        """GETs for reading `data` as such a kernel does."""
+        proxy.clear()
+        tasks = Background()
+        async with tasks.serving():
+
+            async def fetch(start: int, end: int, whole: bool) -> tuple[int, bytes]:
+                return start, await store.get_range("window.bin", start, end)
+
+            reader = Reader(store, "window.bin", len(data), fetch, tasks, keep=keep)
+            for group in range(0, len(data), 16 * step):
+                newest = group + 15 * step
+                assert await reader.read(newest, step) == data[newest : newest + step]
+                for off in range(group, newest, step):  # then the rest of the window
+                    assert await reader.read(off, step) == data[off : off + step], off
+            reader.close()
+        return len(proxy.requests("GET", "/window.bin"))
+
+    assert keep_for(16384) >= 16 * step
+    assert trio.run(window_reads, keep_for(16384)) <= 2  # one stream
+    assert trio.run(window_reads, keep_for(1024)) > 10  # the default window's keep: too little
 
 
 def test_a_read_waiting_on_a_stream_that_closes_does_not_hang(

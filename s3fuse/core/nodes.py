@@ -32,6 +32,7 @@ class FsConfig:
     # carries s3fuse/s3fs/rclone metadata (a directory written by other tools)
     attrs: str = "auto"
     meta_style: str = "s3fs"  # which attribute keys uploads carry (model/meta.py STYLES)
+    read_ahead_kb: int = 1024  # the kernel's read-ahead: how far behind a read may come
 
     def check_writable(self) -> None:
         if self.read_only:

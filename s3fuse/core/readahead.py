@@ -5,14 +5,15 @@
   ranged GET from its offset to the end, read ahead in the background (at most WINDOW
   bytes beyond what was asked for),
   so the next read is usually already in memory. The kernel's own read-ahead sends reads
-  slightly out of order; KEEP bytes behind the newest read stay for them.
+  out of order; `keep` bytes behind the newest read stay for them (keep_for: KEEP, or
+  twice the mount's read_ahead_kb: a 16 MiB window sent READs 19 MiB behind the newest).
 - A read far from the previous one is a single ranged GET (never a whole-object
   download for a small read).
 - With block checksums (blocksums.py) every range is whole blocks, and no byte of a
   block is handed out before the whole block matched its sum: a stream starts at a block
   boundary and shows each block once it is checked; a random read fetches its blocks. A
   mismatch ends the stream; the read then goes through `fetch`, which fetches again.
-Memory per reader is bounded by WINDOW + KEEP + one block.
+Memory per reader is bounded by WINDOW + keep + one block.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ RANDOM_READ = 1 << 20
 # read-ahead fetches for one small read)
 STREAM_AFTER = 4 << 20
 START_WINDOW = 4 << 20  # a new stream reads this far ahead; doubling to WINDOW
+
+
+def keep_for(read_ahead_kb: int) -> int:
+    """Bytes a stream keeps behind the newest read for the kernel's read-ahead: it has
+    READs under way across its whole window, and they arrive out of order. With less,
+    the reads behind fell out of the stream and went one ranged GET each (a 16 MiB
+    window on moto: 25 MB/s instead of 400)."""
+    return max(KEEP, 2 * (read_ahead_kb << 10))
+
+
 # (start, end, whole object) -> (offset, bytes from offset covering [start, end))
 Fetch = Callable[[int, int, bool], Awaitable[tuple[int, bytes]]]
 
@@ -50,8 +61,9 @@ class Stream:
     def __init__(
         self, store: Store, key: str, start: int, end: int, tasks: Background,
         sums: blocksums.BlockSums | None = None, pin: dict[str, str] | None = None,
+        keep: int = KEEP,
     ) -> None:  # fmt: skip
-        self.store, self.key, self.end, self.sums = store, key, end, sums
+        self.store, self.key, self.end, self.sums, self.keep = store, key, end, sums, keep
         self.pin = pin  # GetObject's VersionId/IfMatch: the version the file was opened at
         if sums is not None:
             start = sums.span(start, start)[0]
@@ -125,7 +137,7 @@ class Stream:
             self.filled += len(data)
         # the kernel reads ahead in parallel: a read may still wait for bytes far behind
         # the newest one
-        floor = min([self.want - KEEP, *self.active])
+        floor = min([self.want - self.keep, *self.active])
         while self.offsets and self.offsets[0] + len(self.pieces[0]) <= floor:
             self.base += len(self.pieces[0])
             del self.offsets[0], self.pieces[0]
@@ -177,9 +189,10 @@ class Reader:
     def __init__(
         self, store: Store, key: str, size: int, fetch: Fetch, tasks: Background,
         sums: blocksums.BlockSums | None = None, pin: dict[str, str] | None = None,
+        keep: int = KEEP,
     ) -> None:  # fmt: skip
         self.store, self.key, self.size, self.sums = store, key, size, sums
-        self.pin = pin
+        self.pin, self.keep = pin, keep
         self.fetch = fetch  # ranged GET, checked (whole objects: ETag; ranges: block sums)
         self.tasks = tasks
         self.stream: Stream | None = None
@@ -202,8 +215,9 @@ class Reader:
         elif off == 0 or (abs(off - self.last_end) <= PIECE and self.sequential >= STREAM_AFTER):
             self.close()
             self.stream = Stream(
-                self.store, self.key, off, self.size, self.tasks, self.sums, self.pin
-            )
+                self.store, self.key, off, self.size, self.tasks, self.sums, self.pin,
+                self.keep,
+            )  # fmt: skip
             data = await self._stream_read(off, size)
         else:
             end = min(self.size, off + max(size, RANDOM_READ))

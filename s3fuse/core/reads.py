@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from s3fuse.core.readahead import Reader
+from s3fuse.core.readahead import Reader, keep_for
 from s3fuse.errors import CONFLICT, FsError, StoreError
 from s3fuse.model import blocksums, meta, requests
 from s3fuse.model import etag as etag_sums
@@ -91,6 +91,7 @@ class Reads:
                 self.fs.tasks,
                 sums,
                 self.pin(node),
+                keep_for(self.fs.cfg.read_ahead_kb),
             )
         try:
             return await h.reader.read(off, size)
