@@ -249,8 +249,8 @@ def test_read_ahead_serves_parallel_out_of_order_reads(
         tasks = Background()
         async with tasks.serving():
 
-            async def fetch(start: int, end: int, whole: bool) -> bytes:
-                return await store.get_range("ra.bin", start, end)
+            async def fetch(start: int, end: int, whole: bool) -> tuple[int, bytes]:
+                return start, await store.get_range("ra.bin", start, end)
 
             reader = Reader(store, "ra.bin", len(data), fetch, tasks)
             step = 1 << 20
