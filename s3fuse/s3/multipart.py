@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PART_ATTEMPTS = 3  # a part corrupted in transit is sent again, alone
 COMPLETE_ATTEMPTS = 3
+MD5_CHUNK = 256 << 10  # a part's MD5 is read in pieces this large
 STRAY_SLACK = 10  # seconds: a stray multipart upload began this much before ours at most
 
 
@@ -63,17 +64,20 @@ class _Section(io.RawIOBase):
         n = min(len(buf), self._len - self._pos)
         if n <= 0:
             return 0
-        data = os.pread(self._fd, n, self._off + self._pos)
-        if len(data) < n:
+        # straight into the caller's buffer: parts in flight hold no copy of it
+        got = os.preadv(self._fd, [memoryview(buf)[:n]], self._off + self._pos)
+        if got < n:
             raise StoreError("SpoolChanged", "the spool file is shorter than the upload")
-        buf[:n] = data
         self._pos += n
         return n
 
     def md5(self) -> bytes:
         h = hashlib.md5()
-        for pos in range(0, self._len, 1 << 20):
-            h.update(os.pread(self._fd, min(1 << 20, self._len - pos), self._off + pos))
+        chunk = bytearray(MD5_CHUNK)  # one buffer, reused
+        view = memoryview(chunk)
+        for pos in range(0, self._len, MD5_CHUNK):
+            n = os.preadv(self._fd, [view[: min(MD5_CHUNK, self._len - pos)]], self._off + pos)
+            h.update(view[:n])
         return h.digest()
 
 
