@@ -505,6 +505,65 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
     assert [r.path for r in proxy.requests("HEAD") if not r.path.endswith("/")] == []
 
 
+def test_lookups_that_arrive_while_a_listing_is_under_way_share_its_answer(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """8 writers creating files in one directory when its listing expired: each create's
+    lookup of the new name needs the listing. They wait for the LIST under way instead
+    of each sending one (55 LISTs for 400 files in 8 writers on moto before, 8 after)."""
+
+    def lists_of_d() -> list[Any]:
+        return [
+            r for r in proxy.requests("GET") if "list-type" in r.path and "prefix=d%2F" in r.path
+        ]
+
+    async def body(c: Core) -> None:
+        await c.mkdir("d")
+        await c.write("d/old", b"x")
+        c.fs.cache.forget_dir("d")  # the trust window ran out
+        proxy.clear()
+        proxy.fault = lambda r: ("stall", 0.3) if "list-type" in r.path else None
+        missing: list[int] = []
+
+        async def look(n: str) -> None:
+            with pytest.raises(FsError) as e:
+                await c.stat(f"d/{n}")
+            missing.append(e.value.errno)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(look, f"new{i}")
+        finally:
+            proxy.fault = None
+        assert missing == [errno.ENOENT] * 8
+        assert len(lists_of_d()) == 1, [r.path for r in lists_of_d()]
+        assert (await c.stat("d/old")).st_size == 1  # the shared answer lists what is there
+        # a failed LIST is not shared: each waiter asks for itself
+        c.fs.cache.forget_dir("d")
+        for i in range(8):
+            c.fs.cache.negative.pop(f"d/new{i}", None)
+        proxy.clear()
+        proxy.fault = lambda r: (500, "InternalError") if "list-type" in r.path else None
+        failed: list[BaseException] = []
+
+        async def look_failing(n: str) -> None:
+            try:
+                await c.stat(f"d/{n}")
+            except (FsError, StoreError) as e:
+                failed.append(e)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(3):
+                    nursery.start_soon(look_failing, f"new{i}")
+        finally:
+            proxy.fault = None
+        assert len(failed) == 3
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body, "retries=1")
+
+
 def test_a_scan_by_name_heads_the_next_siblings_ahead_of_it(
     bucket: str, proxy: RecordingProxy, tmp_path: Path
 ) -> None:

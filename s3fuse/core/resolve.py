@@ -39,6 +39,8 @@ class Resolver:
     def __init__(self, fs: S3Fs) -> None:
         self.fs = fs
         self.inflight: dict[str, trio.Event] = {}  # path -> set when its HEAD is answered
+        # (path, max_pages) -> (set when answered, [the listing]) of a LIST under way
+        self.listing_loads: dict[tuple[str, int | None], tuple[trio.Event, list[DirListing]]] = {}
         self.scan_ahead = ScanAhead(self)
 
     async def refresh(self, node: Node) -> Node:
@@ -103,6 +105,23 @@ class Resolver:
         return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime)
 
     async def load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
+        """The directory listed now. Lookups that arrive while the same LIST is under way
+        (8 writers creating files when the trust window ran out) wait for its answer
+        instead of each sending one: it is newer than their question."""
+        key = (path, max_pages)
+        while (load := self.listing_loads.get(key)) is not None:
+            await load[0].wait()
+            if load[1]:
+                return load[1][0]
+        done, result = self.listing_loads[key] = (trio.Event(), [])
+        try:
+            result.append(await self._list(path, max_pages))
+            return result[0]
+        finally:
+            del self.listing_loads[key]
+            done.set()  # a failed LIST: each waiter asks for itself
+
+    async def _list(self, path: str, max_pages: int | None) -> DirListing:
         prefix = self.fs.keys.dir_prefix(path)
         lst = await self.fs.store.list_dir(prefix, max_pages=max_pages)
         listing = DirListing(complete=not lst.truncated)
