@@ -105,9 +105,13 @@ class Resolver:
         return Attrs(stat.S_IFDIR | d.dir_mode, d.uid, d.gid, mtime)
 
     async def load_listing(self, path: str, max_pages: int | None = None) -> DirListing:
-        """The directory listed now. Lookups that arrive while the same LIST is under way
-        (8 writers creating files when the trust window ran out) wait for its answer
-        instead of each sending one: it is newer than their question."""
+        """The directory listed now. Lookups (the first page) that arrive while the same
+        LIST is under way (8 writers creating files when the trust window ran out) wait
+        for its answer instead of each sending one: a lookup's own recent changes are in
+        the node table, which it asks first. A readdir lists for itself: a LIST that
+        began before a file here was closed may not show it."""
+        if max_pages is None:
+            return await self._list(path, max_pages)
         key = (path, max_pages)
         while (load := self.listing_loads.get(key)) is not None:
             await load[0].wait()
