@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -562,6 +563,45 @@ def test_lookups_that_arrive_while_a_listing_is_under_way_share_its_answer(
         assert len(failed) == 3
 
     run_core(bucket, proxy.url, tmp_path / "spool", body, "retries=1")
+
+
+def test_a_file_closed_here_while_a_slow_listing_was_under_way_is_still_found(
+    bucket: str, proxy: RecordingProxy, tmp_path: Path
+) -> None:
+    """A LIST sent before this host closed a file does not show it. Once the file's own
+    attributes are no longer fresh, a lookup must not take that listing's silence for
+    "no such file" (nor may the lookups that shared that LIST): a HEAD decides."""
+
+    async def body(c: Core) -> None:
+        await c.mkdir("d")
+        await c.write("d/a", b"a")
+        opened, _ = await c.fs.create(await c.ino("d"), b"x", 0o644, os.O_WRONLY, CTX)
+        await c.fs.write(opened.fh, 0, b"x")  # open, not closed yet: not in S3
+        c.fs.cache.forget_dir("d")  # the trust window ran out
+        # S3 answers the LIST at once; the answer arrives 2 s later (a slow network)
+        proxy.fault = lambda r: ("stall", 2.0) if "list-type" in r.path else None
+
+        async def lookup_missing() -> None:
+            with pytest.raises(FsError) as e:
+                await c.stat("d/other")
+            assert e.value.errno == errno.ENOENT
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lookup_missing)
+            await trio.sleep(0.3)  # the LIST was answered; its answer is on its way
+            proxy.fault = None
+            await c.fs.flush(opened.fh)  # closed here (stored), after S3 listed d
+            await c.fs.release(opened.fh)
+        listing = c.fs.cache.listing("d")
+        assert listing is not None and listing.complete and "x" not in listing.children
+        node = c.fs.table.known("d/x")
+        assert node is not None
+        await trio.sleep(max(0.0, node.fetched + 1.05 - time.monotonic()))
+        assert not c.fs.table.fresh(node)
+        assert c.fs.cache.listing("d") is listing  # still trusted: it says nothing of x
+        assert (await c.stat("d/x")).st_size == 1
+
+    run_core(bucket, proxy.url, tmp_path / "spool", body, "kernel_ttl=1")
 
 
 def test_a_scan_by_name_heads_the_next_siblings_ahead_of_it(

@@ -30,6 +30,7 @@ class DirListing:
     # when S3 answered (time.monotonic): what it says is that old, and so is every node
     # confirmed by it (the kernel's timeouts count from here: inodes.kernel_timeout)
     fetched: float = field(default_factory=time.monotonic)
+    asked: float = 0.0  # when the LIST was sent: what this host learnt later is newer
     browsed: bool = False  # listed for readdir: lookups of its children may follow in bulk
     lookups: int = 0  # lookups of its children that needed S3 since it was listed
     # attrs=auto: "plain" (no s3fuse metadata seen: the listing's attributes will do),

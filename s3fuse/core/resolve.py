@@ -127,8 +127,9 @@ class Resolver:
 
     async def _list(self, path: str, max_pages: int | None) -> DirListing:
         prefix = self.fs.keys.dir_prefix(path)
+        asked = time.monotonic()
         lst = await self.fs.store.list_dir(prefix, max_pages=max_pages)
-        listing = DirListing(complete=not lst.truncated)
+        listing = DirListing(complete=not lst.truncated, asked=asked)
         for o in lst.objects:
             name = o.key[len(prefix) :]
             if listable_name(name):
@@ -236,7 +237,7 @@ class Resolver:
             listing = await self.load_listing(parent, max_pages=1)
         if listing is not None:
             child = listing.children.get(name)
-            if child is None and listing.complete:
+            if child is None and listing.complete and not learnt_since(node, listing):
                 self.fs.cache.negative[path] = True
                 raise refuse(errno.ENOENT)
             if child is not None:
@@ -382,3 +383,10 @@ class Resolver:
         async with trio.open_nursery() as nursery:
             for path, child in todo:
                 nursery.start_soon(one, path, child)
+
+
+def learnt_since(node: Node | None, listing: DirListing) -> bool:
+    """Whether this host stored or confirmed node after the listing's LIST was sent (a
+    file closed here while a slow LIST was under way): the listing's silence about it
+    says nothing then, and a HEAD decides instead of a "no such file"."""
+    return node is not None and node.stored and not node.unlinked and node.fetched > listing.asked
