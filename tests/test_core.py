@@ -601,7 +601,23 @@ def test_a_file_closed_here_while_a_slow_listing_was_under_way_is_still_found(
         assert c.fs.cache.listing("d") is listing  # still trusted: it says nothing of x
         assert (await c.stat("d/x")).st_size == 1
 
+    async def readdir_body(c: Core) -> None:  # the same for `ls` during a slow listing
+        opened, _ = await c.fs.create(await c.ino("d"), b"y", 0o644, os.O_WRONLY, CTX)
+        await c.fs.write(opened.fh, 0, b"y")
+        c.fs.cache.forget_dir("d")
+        proxy.fault = lambda r: ("stall", 2.0) if "list-type" in r.path else None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.listdir, "d")  # began before the close: either answer
+            await trio.sleep(0.3)
+            proxy.fault = None
+            await c.fs.flush(opened.fh)
+            await c.fs.release(opened.fh)
+        listing = c.fs.cache.listing("d")
+        assert listing is not None and listing.browsed and "y" not in listing.children
+        assert "y" in await c.listdir("d")  # asked after the close: shown
+
     run_core(bucket, proxy.url, tmp_path / "spool", body, "kernel_ttl=1")
+    run_core(bucket, proxy.url, tmp_path / "spool", readdir_body, "kernel_ttl=1")
 
 
 def test_a_scan_by_name_heads_the_next_siblings_ahead_of_it(

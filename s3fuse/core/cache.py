@@ -10,9 +10,13 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 from cachetools import TTLCache
+
+if TYPE_CHECKING:
+    from s3fuse.core.nodes import Node
 
 
 @dataclass
@@ -39,6 +43,12 @@ class DirListing:
     sampling: trio.Event | None = None
     _order: dict[str, int] | None = field(default=None, repr=False)
     _names: list[str] | None = field(default=None, repr=False)
+
+    def older_than(self, node: Node | None) -> bool:
+        """Whether this host stored or confirmed node after this LIST was sent (a file
+        closed here while a slow LIST was under way): the listing's silence about it says
+        nothing then (a lookup HEADs it, a readdir shows it)."""
+        return node is not None and node.stored and not node.unlinked and node.fetched > self.asked
 
     def order(self) -> dict[str, int]:
         """Each child's place in listing order (S3 lists in key order); names added

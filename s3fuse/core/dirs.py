@@ -57,12 +57,14 @@ class Dirs:
                 entries[name] = self.fs.names.listed_node(
                     path, child, trusted=trusted, at=listing.fetched
                 )
-        # Files created here and not uploaded yet are not in S3's listing.
+        # Files created here and not uploaded yet are not in S3's listing, nor are those
+        # stored here after its LIST was sent.
         prefix = node.path + "/" if node.path else ""
         for path, ino in list(self.fs.table.by_path.items()):
             if path.startswith(prefix) and "/" not in path[len(prefix) :] and path:
                 n = self.fs.table.nodes[ino]
-                if not n.unlinked and n.entry is not None and path != node.path:
+                here = n.entry is not None or listing.older_than(n)
+                if not n.unlinked and here and path != node.path:
                     entries.setdefault(basename(path), n)
         dots = [(".", node), ("..", self.fs.table.parent(node) if node.path else node)]
         return self.fs.table.open_dir_handle(node, dots + sorted(entries.items()))

@@ -237,7 +237,7 @@ class Resolver:
             listing = await self.load_listing(parent, max_pages=1)
         if listing is not None:
             child = listing.children.get(name)
-            if child is None and listing.complete and not learnt_since(node, listing):
+            if child is None and listing.complete and not listing.older_than(node):
                 self.fs.cache.negative[path] = True
                 raise refuse(errno.ENOENT)
             if child is not None:
@@ -383,10 +383,3 @@ class Resolver:
         async with trio.open_nursery() as nursery:
             for path, child in todo:
                 nursery.start_soon(one, path, child)
-
-
-def learnt_since(node: Node | None, listing: DirListing) -> bool:
-    """Whether this host stored or confirmed node after the listing's LIST was sent (a
-    file closed here while a slow LIST was under way): the listing's silence about it
-    says nothing then, and a HEAD decides instead of a "no such file"."""
-    return node is not None and node.stored and not node.unlinked and node.fetched > listing.asked
