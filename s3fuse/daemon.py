@@ -124,6 +124,7 @@ class Daemon:
         self._state_path = runtime.state_path(cfg.mountpoint)
         self._mount_path = os.path.realpath(cfg.mountpoint)
         self._unmounting = False
+        self._read_ahead_given_up = False  # the window could not be set (not root)
 
     def open(self) -> None:
         """Take the spool directory (SpoolError when another daemon holds it) and open
@@ -205,7 +206,9 @@ class Daemon:
         # The mount is usable once a stat of it is answered (by this very loop).
         await trio.to_thread.run_sync(os.stat, self.cfg.mountpoint)
         # after the kernel's INIT handshake, which sets the window to its default
-        kernel.set_read_ahead(self._mount_path, self.cfg.read_ahead_kb)
+        self._read_ahead_given_up = not kernel.set_read_ahead(
+            self._mount_path, self.cfg.read_ahead_kb
+        )
         self.latest = self._state()
         runtime.write_state(self._state_path, self.latest)
         log.info(
@@ -220,12 +223,27 @@ class Daemon:
         last = ""
         while True:  # what `s3fuse status` and systemd show, once a second
             await trio.sleep(STATUS_INTERVAL)
+            self._keep_read_ahead()
             state = self.latest = self._state()
             runtime.write_state(self._state_path, state)
             line = status.status_line(state)
             if line != last:
                 sd_notify(f"STATUS={line}")
                 last = line
+
+    def _keep_read_ahead(self) -> None:
+        """The window set at start-up was found back at the kernel's 128 KiB once (a CI
+        run, not reproduced): checked every status interval (one small sysfs read) and
+        set again, logged, so sequential reads never stay at 128 KiB READs."""
+        want = self.cfg.read_ahead_kb
+        if want <= 0 or self._read_ahead_given_up:
+            return
+        have = kernel.read_ahead_of(self._mount_path)
+        if have is None or have == want:
+            return
+        log.info("read_ahead_kb of %s was %d, not %d: set again", self.cfg.mountpoint, have, want)
+        if not kernel.set_read_ahead(self._mount_path, want):
+            self._read_ahead_given_up = True  # not ours to set (no root): leave it
 
     async def _retry_failed_uploads(self) -> None:
         """Files whose upload failed (close() reported it) stay in the spool: they are

@@ -39,6 +39,18 @@ def device_of(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> str |
     return found
 
 
+def read_ahead_of(mountpoint: str) -> int | None:
+    """The mount's read-ahead window in KiB (None: not found or not readable)."""
+    dev = device_of(mountpoint)
+    if dev is None:
+        return None
+    try:
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def set_read_ahead(mountpoint: str, kib: int) -> bool:
     """Set the mount's read-ahead window; False (logged) when it cannot be set."""
     if kib <= 0:
