@@ -125,6 +125,7 @@ class Daemon:
         self._mount_path = os.path.realpath(cfg.mountpoint)
         self._unmounting = False
         self._read_ahead_given_up = False  # the window could not be set (not root)
+        self._bdi: str | None = None  # the mount's bdi device (kernel.device_of)
 
     def open(self) -> None:
         """Take the spool directory (SpoolError when another daemon holds it) and open
@@ -209,6 +210,7 @@ class Daemon:
         self._read_ahead_given_up = not kernel.set_read_ahead(
             self._mount_path, self.cfg.read_ahead_kb
         )
+        self._bdi = kernel.device_of(self._mount_path)  # the mount's for its whole life
         self.latest = self._state()
         runtime.write_state(self._state_path, self.latest)
         log.info(
@@ -236,9 +238,9 @@ class Daemon:
         run, not reproduced): checked every status interval (one small sysfs read) and
         set again, logged, so sequential reads never stay at 128 KiB READs."""
         want = self.cfg.read_ahead_kb
-        if want <= 0 or self._read_ahead_given_up:
+        if want <= 0 or self._read_ahead_given_up or self._bdi is None:
             return
-        have = kernel.read_ahead_of(self._mount_path)
+        have = kernel.read_ahead_of(self._bdi)  # not mountinfo every second
         if have is None or have == want:
             return
         log.info("read_ahead_kb of %s was %d, not %d: set again", self.cfg.mountpoint, have, want)

@@ -39,11 +39,8 @@ def device_of(mountpoint: str, mountinfo: str = "/proc/self/mountinfo") -> str |
     return found
 
 
-def read_ahead_of(mountpoint: str) -> int | None:
-    """The mount's read-ahead window in KiB (None: not found or not readable)."""
-    dev = device_of(mountpoint)
-    if dev is None:
-        return None
+def read_ahead_of(dev: str) -> int | None:
+    """The read-ahead window in KiB of bdi `dev` (device_of; None: not readable)."""
     try:
         with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
             return int(f.read().strip())

@@ -242,11 +242,12 @@ async def put_multipart(
     exists, track(None) once it is
     completed or aborted (a process killed in between leaves it to be aborted)."""
     part_size = part_size_for(size, part_size)
+    plan = PartPlan(part_size)
     ranges = [(n + 1, off, min(part_size, size - off))
               for n, off in enumerate(range(0, max(size, 1), part_size))]  # fmt: skip
     if track is not None:
         track("")  # being created: a process killed before the answer leaves no id
-    upload_id = await create(store, key, headers, PartPlan(part_size))
+    upload_id = await create(store, key, headers, plan)
     if track is not None:
         track(upload_id)
     etags: dict[int, tuple[str, bytes]] = {}
@@ -262,7 +263,7 @@ async def put_multipart(
         if errors:
             raise errors[0]
         parts = [(n, *etags[n]) for n, _, _ in ranges]
-        res = await complete(store, key, upload_id, parts, PartPlan(part_size), conditions)
+        res = await complete(store, key, upload_id, parts, plan, conditions)
     except BaseException:
         await abort(store, key, upload_id, track)
         raise

@@ -54,7 +54,7 @@ class Streamer:
         self.plan = PartPlan.growing(spool.part_size, spool.part_growth)
         self.upload: Upload | None = None  # once created; None again once finished
         self.parts: dict[int, tuple[str, bytes]] = {}
-        self.launched: list[int] = []  # offset of each part sent (number = place + 1)
+        self.launched = 0  # parts sent so far (the next one is numbered launched + 1)
         self.sent_end = 0  # parts cover [0, sent_end): those bytes must not change
         self.in_flight = 0
         self.error: BaseException | None = None
@@ -100,7 +100,7 @@ class Streamer:
 
     @property
     def next_part(self) -> int:
-        return len(self.launched) + 1
+        return self.launched + 1
 
     def _launch(self, length: int) -> None:
         if self.next_part > MAX_PARTS:  # only past 5 TiB: S3 could not hold it anyway
@@ -109,8 +109,8 @@ class Streamer:
         off = self.sent_end
         self.sent_end += length
         self.in_flight += 1
-        self.launched.append(off)
-        self.tasks.start_soon(self._part, self.next_part - 1, off, length)
+        self.launched += 1
+        self.tasks.start_soon(self._part, self.launched, off, length)
 
     async def _part(self, num: int, off: int, length: int) -> None:
         assert self.upload is not None
