@@ -10,6 +10,7 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -526,17 +527,21 @@ def test_lookups_that_arrive_while_a_listing_is_under_way_share_its_answer(
         proxy.fault = lambda r: ("stall", 0.3) if "list-type" in r.path else None
         missing: list[int] = []
 
+        async def at_once(look: Callable[[str], Awaitable[None]], count: int) -> None:
+            """count lookups of new names at once under the proxy's fault, then none."""
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i in range(count):
+                        nursery.start_soon(look, f"new{i}")
+            finally:
+                proxy.fault = None
+
         async def look(n: str) -> None:
             with pytest.raises(FsError) as e:
                 await c.stat(f"d/{n}")
             missing.append(e.value.errno)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                for i in range(8):
-                    nursery.start_soon(look, f"new{i}")
-        finally:
-            proxy.fault = None
+        await at_once(look, 8)
         assert missing == [errno.ENOENT] * 8
         assert len(lists_of_d()) == 1, [r.path for r in lists_of_d()]
         assert (await c.stat("d/old")).st_size == 1  # the shared answer lists what is there
@@ -554,13 +559,9 @@ def test_lookups_that_arrive_while_a_listing_is_under_way_share_its_answer(
             except (FsError, StoreError) as e:
                 failed.append(e)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                for i in range(3):
-                    nursery.start_soon(look_failing, f"new{i}")
-        finally:
-            proxy.fault = None
+        await at_once(look_failing, 3)
         assert len(failed) == 3
+        assert len(lists_of_d()) >= 3  # each asked for itself
 
     run_core(bucket, proxy.url, tmp_path / "spool", body, "retries=1")
 
