@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from s3fuse.spool import journal
 from tests.conftest import Mount, client
 from tests.servers import MotoServer, RecordingProxy
 
@@ -35,7 +35,7 @@ def failing_puts(proxy: RecordingProxy) -> Iterator[RecordingProxy]:
 def journals(spool: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in spool.glob("*.json"):
-        rec = json.loads(p.read_text())
+        rec = journal.read(str(p))
         out[rec["key"]] = rec
     return out
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ from s3fuse.core.readahead import Reader, Stream, keep_for
 from s3fuse.errors import StoreError
 from s3fuse.s3.client import Store, parse_timestamp
 from s3fuse.s3.types import StoreConfig
+from s3fuse.spool import journal
 from s3fuse.spool.entry import CLOSING, OPEN
 from s3fuse.spool.spool import Spool
 from s3fuse.tasks import Background
@@ -129,7 +129,7 @@ def test_spool_incremental_md5_and_journal(
     async def go() -> None:
         e = spool.new("seq")
         assert (os.stat(e.data_path).st_mode & 0o777) == 0o600
-        assert json.loads(Path(e.journal_path).read_text())["state"] == OPEN
+        assert journal.read(e.journal_path)["state"] == OPEN
         e.touch()
         data = os.urandom(200_000)
         for off in range(0, len(data), 65536):
@@ -414,7 +414,7 @@ def test_spool_recovery_keeps_failed_uploads_and_drops_superseded_ones(
     assert kept.entry.key == "failing" and kept.entry.dirty and kept.entry.size == 10
     assert kept.entry.read(0, 100) == b"kept bytes"
     assert kept.headers == {"Metadata": {"mode": "33188"}}
-    assert json.loads(Path(kept.entry.journal_path).read_text())["state"] == CLOSING
+    assert journal.read(kept.entry.journal_path)["state"] == CLOSING
     assert again.failed["failing"].startswith("AccessDenied")
     kept.entry.close_fd()
     again.close()

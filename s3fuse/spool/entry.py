@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from s3fuse.errors import FsError
+from s3fuse.spool import journal
 from s3fuse.spool.filesums import md5_of_file
 from s3fuse.spool.hashing import Hasher
 
@@ -31,12 +30,6 @@ CLEAN = "clean"
 
 class SpoolError(FsError):
     """The local spool cannot take the data (full, unwritable, in use)."""
-
-
-def _json_default(o: object) -> str:
-    if isinstance(o, datetime):
-        return o.isoformat()  # botocore takes ISO-8601 strings for timestamp parameters
-    raise TypeError(f"cannot journal {type(o).__name__}")
 
 
 @dataclass
@@ -66,6 +59,7 @@ class SpoolEntry:
     data_path: str = ""
     journal_path: str = ""
     _journaled: bool = False  # a journal file exists
+    _journal_size: int = 0  # its bytes written by this entry (0: not known)
 
     def __post_init__(self) -> None:
         self._hasher = Hasher(self.spool.tasks)
@@ -161,18 +155,16 @@ class SpoolEntry:
             "headers": headers or {},
             "conditions": conditions or {},
         }
-        data = json.dumps(record, default=_json_default).encode()
-        # The first journal is written in place: until it is complete the data file is
-        # empty, and recovery moves an entry with an unreadable journal to recovered/.
-        # Later states replace it atomically (a torn CLOSING record must not be lost).
-        path = self.journal_path + ".tmp" if self._journaled else self.journal_path
+        data = journal.encode(record)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, "short write to the spool journal")
-            finally:
-                os.close(fd)
+            if not self._journaled:
+                journal.write_new(self.journal_path, data)
+                self._journal_size = len(data)
+            elif self._journal_size + len(data) > journal.COMPACT_AT:
+                journal.replace(self.journal_path, data)
+                self._journal_size = len(data)
+            else:
+                self._journal_size = journal.append(self.journal_path, data)
         except OSError as e:
             if not (
                 state == CLOSING and self._journaled and e.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -180,14 +172,10 @@ class SpoolEntry:
                 raise
             # The spool filled up: the journal still says "open", which only makes a crash
             # during this upload move the file to recovered/ instead of uploading it.
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             log.warning("spool %s is full: %r is uploaded without its 'closing' journal (a "
                         "crash meanwhile would move it to recovered/)", self.spool.dir,
                         self.key)  # fmt: skip
             return
-        if self._journaled:
-            os.replace(path, self.journal_path)
         self._journaled = True
 
     def close_fd(self) -> None:

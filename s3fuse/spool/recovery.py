@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from s3fuse.errors import CONFLICT, UNREACHABLE, StoreError
 from s3fuse.model import requests
+from s3fuse.spool import journal as journal_file
 from s3fuse.spool.entry import CLOSING, OPEN, SpoolEntry
 from s3fuse.spool.upload import send
 
@@ -90,8 +91,7 @@ async def recover(spool: Spool) -> Recovery:
         data = os.path.join(spool.dir, name)
         journal = os.path.join(spool.dir, entry_id + ".json")
         try:
-            with open(journal) as f:
-                record = json.load(f)
+            record = journal_file.read(journal)
         except FileNotFoundError:
             os.unlink(data)  # no journal: S3 acknowledged it
             continue

@@ -3,7 +3,7 @@
 Layout of a spool directory (0700, one per bucket/prefix/endpoint):
     lock                  flock'ed by the running daemon
     NNNN.data             the file's bytes (0600)
-    NNNN.json             journal: key, state, upload headers
+    NNNN.json             journal: key, state, upload headers (journal.py)
     NNNN.upload           id of a multipart upload under way (aborted if a daemon dies)
     recovered/            files that were still open when a daemon died
     meta.db               HEAD answers kept across mounts (metacache.py; not the spool's)
