@@ -164,7 +164,7 @@ class SpoolEntry:
                 journal.replace(self.journal_path, data)
                 self._journal_size = len(data)
             else:
-                self._journal_size = journal.append(self.journal_path, data)
+                self._journal_size = journal.append(self.journal_path, data, self._journal_size)
         except OSError as e:
             if not (
                 state == CLOSING and self._journaled and e.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -79,12 +79,12 @@ def replace(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def append(path: str, data: bytes) -> int:
-    """Append a record; returns the journal's new size. On failure the journal is left
-    as it was (a partial record is cut off again)."""
+def append(path: str, data: bytes, size: int = 0) -> int:
+    """Append a record to a journal of size bytes (0: not known); returns its new size.
+    On failure the journal is left as it was (a partial record is cut off again)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        before = os.fstat(fd).st_size
+        before = size or os.fstat(fd).st_size  # each syscall on the event loop counts
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write to the spool journal")
