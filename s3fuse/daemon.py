@@ -10,18 +10,17 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
 from s3fuse import kernel, runtime, status
-from s3fuse.config import MountConfig
+from s3fuse.config import ConfigError, MountConfig
 from s3fuse.core.fs import S3Fs
 from s3fuse.core.metacache import MetaCache
 from s3fuse.core.nodes import FsConfig
 from s3fuse.fuse.adapter import FuseOps
-from s3fuse.metrics import MetricsError, MetricsServer
 from s3fuse.model.keys import KeyMap
 from s3fuse.model.meta import Defaults
 from s3fuse.s3.client import Store
@@ -29,6 +28,9 @@ from s3fuse.spool.entry import SpoolError
 from s3fuse.spool.spool import Spool
 from s3fuse.startup import StartError, check_bucket, check_mountpoint, store_config
 from s3fuse.tasks import Background
+
+if TYPE_CHECKING:
+    from s3fuse.metrics import MetricsServer
 
 log = logging.getLogger("s3fuse")
 
@@ -117,9 +119,12 @@ class Daemon:
         )
         self.started = time.time()
         self.latest: dict[str, Any] = {}  # the last status snapshot (status, metrics)
-        self.metrics = (
-            MetricsServer(cfg.metrics, lambda: self.latest) if cfg.metrics is not None else None
-        )
+        self.metrics: MetricsServer | None = None
+        if cfg.metrics is not None:
+            # prometheus_client costs ~30 ms of every start; only -o metrics needs it
+            from s3fuse.metrics import MetricsServer
+
+            self.metrics = MetricsServer(cfg.metrics, lambda: self.latest)
         # resolved now, before the mount exists (see runtime.write_state)
         self._state_path = runtime.state_path(cfg.mountpoint)
         self._mount_path = os.path.realpath(cfg.mountpoint)
@@ -136,7 +141,7 @@ class Daemon:
         if self.metrics is not None:
             try:
                 self.metrics.start()
-            except MetricsError:
+            except ConfigError:  # metrics.MetricsError: it cannot listen there
                 self.close()
                 raise
 
@@ -302,7 +307,7 @@ def run_foreground(cfg: MountConfig) -> int:
         daemon = Daemon(cfg)
         try:
             daemon.open()
-        except (SpoolError, MetricsError) as e:
+        except (SpoolError, ConfigError) as e:  # ConfigError: metrics.MetricsError
             raise StartError("VALIDATION_ERROR", str(e)) from None
         except OSError as e:
             raise StartError(

@@ -215,7 +215,11 @@ def main() -> int:
         say(f"systemd {c.run('systemctl --version | head -1')} is PID 1 in the container")
         say("scripts/install in the container")
         c.run("cd /root/project && scripts/install", timeout=900)
-        c.run("systemctl enable --now s3fuse@demo")  # returns once the unit sent READY=1
+        try:
+            c.run("systemctl enable --now s3fuse@demo")  # returns once the unit sent READY=1
+        except RuntimeError:
+            print(c.run("journalctl -u s3fuse@demo --no-pager | tail -30", check=False))
+            raise
         check("enabled for boot", c.run("systemctl is-enabled s3fuse@demo") == "enabled")
         check("READY only once the mount answers",
               c.run("findmnt -n -o FSTYPE /mnt/demo", check=False) == "fuse.s3fuse")  # fmt: skip

@@ -31,7 +31,7 @@ from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck, PartPlan
 from s3fuse.model.meta import META_PART_SIZE
-from s3fuse.s3 import multipart, versions
+from s3fuse.s3 import lean, multipart, versions
 from s3fuse.s3.failures import translated
 from s3fuse.s3.types import (
     Listing,
@@ -40,6 +40,7 @@ from s3fuse.s3.types import (
     Stats,
     StoreConfig,
     Version,
+    headed,
     server_time_ns,
     strip_etag,
     timestamp_ns,
@@ -146,6 +147,11 @@ class Store:
         self._ssec = requests.sse_c(cfg.sse_c_key)
         self._ssec_copy = requests.sse_c_copy_source(cfg.sse_c_key)
         self.sse_c = bool(cfg.sse_c_key)
+        # HEADs and small PUTs at less CPU (lean.py); with SSE-C every request carries
+        # the key, and other checksums than Content-MD5 are botocore's: it sends those
+        plain = not self.sse_c and cfg.checksum == "when_required"
+        self._lean = lean.Lean(self._client, cfg.bucket, parse_timestamp,
+                               self.stats) if plain else None  # fmt: skip
         self.upload_limiter = trio.CapacityLimiter(cfg.upload_threads)
         self.meta_limiter = trio.CapacityLimiter(cfg.meta_threads)
 
@@ -180,25 +186,18 @@ class Store:
     # ------------------------------------------------------------------ async API
     async def head(self, key: str) -> ObjectInfo | None:
         def do() -> ObjectInfo | None:
-            try:
-                r = self._client.head_object(Bucket=self.bucket, Key=key, **self._ssec)
-            except botocore.exceptions.ClientError as e:
-                code = str(e.response.get("Error", {}).get("Code", ""))
-                if code in NOT_FOUND:
-                    return None
-                raise
-            return ObjectInfo(
-                key=key,
-                size=int(r.get("ContentLength", 0)),
-                etag=strip_etag(r.get("ETag")),
-                last_modified_ns=timestamp_ns(r.get("LastModified")),
-                metadata=dict(r.get("Metadata", {})),
-                content_type=str(r.get("ContentType", "")),
-                version_id=r.get("VersionId"),
-                extra={
-                    k: v for k, v in r.items() if k not in ("ResponseMetadata", "Metadata", "Body")
-                },
-            )
+            r = self._lean.head(key) if self._lean else lean.FALLBACK
+            if r is None:
+                return None
+            if isinstance(r, lean.Fallback):
+                try:
+                    r = self._client.head_object(Bucket=self.bucket, Key=key, **self._ssec)
+                except botocore.exceptions.ClientError as e:
+                    code = str(e.response.get("Error", {}).get("Code", ""))
+                    if code in NOT_FOUND:
+                        return None
+                    raise
+            return headed(key, r)
 
         return await self._run(self.meta_limiter, "HeadObject", key, do)
 
@@ -351,17 +350,16 @@ class Store:
         content_md5 = requests.content_md5(md5)
 
         def do() -> PutResult:
-            if not isinstance(body, bytes):
+            params = {"ContentLength": size, "ContentMD5": content_md5, **headers}
+            r: Any = lean.FALLBACK
+            if isinstance(body, bytes) and self._lean is not None:
+                r = self._lean.put(key, body, params)
+            elif not isinstance(body, bytes):
                 body.seek(0)
-            r = self._client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentLength=size,
-                ContentMD5=content_md5,
-                **headers,
-                **self._ssec,
-            )
+            if isinstance(r, lean.Fallback):
+                r = self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=body, **params, **self._ssec
+                )
             self.stats.add_bytes(up=size)
             etag = strip_etag(r.get("ETag"))
             md5_etag = "-" not in etag and self._md5_etag_expected(r)

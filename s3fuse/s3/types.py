@@ -170,3 +170,17 @@ def server_time_ns(r: dict[str, Any]) -> int:
 
 def strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
+
+
+def headed(key: str, r: dict[str, Any]) -> ObjectInfo:
+    """The object a HeadObject answer describes (botocore's, or lean.py's of the same shape)."""
+    return ObjectInfo(
+        key=key,
+        size=int(r.get("ContentLength", 0)),
+        etag=strip_etag(r.get("ETag")),
+        last_modified_ns=timestamp_ns(r.get("LastModified")),
+        metadata=dict(r.get("Metadata", {})),
+        content_type=str(r.get("ContentType", "")),
+        version_id=r.get("VersionId"),
+        extra={k: v for k, v in r.items() if k not in ("ResponseMetadata", "Metadata", "Body")},
+    )
