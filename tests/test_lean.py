@@ -30,6 +30,31 @@ def botocore_answer(store: Store, key: str) -> dict[str, Any]:
     return r
 
 
+def botocore_calls(store: Store, method: str) -> list[str]:
+    """The keys of the calls of the client's method (botocore's own path) from now on."""
+    sent: list[str] = []
+    botocore_call = getattr(store._client, method)
+
+    def counted(**kw: Any) -> Any:
+        sent.append(kw["Key"])
+        return botocore_call(**kw)
+
+    setattr(store._client, method, counted)
+    return sent
+
+
+def first_fails(method: str, failed: list[str]) -> Any:
+    """A proxy fault: the first request of that method gets a 503."""
+
+    def once(r: Any) -> Any:
+        if r.method == method and not failed:
+            failed.append(r.path)
+            return (503, "SlowDown")
+        return None
+
+    return once
+
+
 def test_the_lean_head_answers_as_botocore_does(server: Backend) -> None:
     bucket = server.bucket()
     s3 = server.client()
@@ -60,14 +85,7 @@ def test_store_head_goes_lean_and_errors_go_through_botocore(server: Backend) ->
     bucket = server.bucket()
     server.client().put_object(Bucket=bucket, Key="k", Body=b"12345", Metadata={"mode": "1"})
     store = store_of(server, bucket)
-    sent: list[str] = []
-    botocore_head = store._client.head_object
-
-    def counted(**kw: Any) -> Any:
-        sent.append(kw["Key"])
-        return botocore_head(**kw)
-
-    store._client.head_object = counted
+    sent = botocore_calls(store, "head_object")
 
     async def go() -> None:
         first = await store.head("k")  # botocore's: nothing learnt yet
@@ -78,14 +96,7 @@ def test_store_head_goes_lean_and_errors_go_through_botocore(server: Backend) ->
         assert await store.head("nothing-here") is None and sent == ["k"]
         # one 503: the lean HEAD leaves it to botocore, which retries it
         failed: list[str] = []
-
-        def once(r: Any) -> Any:
-            if r.method == "HEAD" and not failed:
-                failed.append(r.path)
-                return (503, "SlowDown")
-            return None
-
-        server.proxy.fault = once
+        server.proxy.fault = first_fails("HEAD", failed)
         after_fault = await store.head("k")
         assert after_fault == first and failed and sent == ["k", "k"]
         # refused: botocore's error, translated as for any request
@@ -100,7 +111,7 @@ def test_store_head_goes_lean_and_errors_go_through_botocore(server: Backend) ->
 
 def test_no_lean_path_with_sse_c(server: Backend) -> None:
     cfg = StoreConfig(bucket=server.bucket(), endpoint_url=server.proxy.url,
-                      sse_c_key="k" * 32)  # fmt: skip
+                      sse_c_key=b"k" * 32)  # fmt: skip
     assert Store(cfg)._lean is None
 
 
@@ -155,14 +166,7 @@ def test_store_put_goes_lean_and_failures_go_through_botocore(server: Backend) -
     bucket = server.bucket()
     store = store_of(server, bucket)
     s3 = server.client()
-    sent: list[str] = []
-    botocore_put = store._client.put_object
-
-    def counted(**kw: Any) -> Any:
-        sent.append(kw["Key"])
-        return botocore_put(**kw)
-
-    store._client.put_object = counted
+    sent = botocore_calls(store, "put_object")
 
     async def put(key: str, body: bytes, headers: dict[str, Any] | None = None) -> str:
         md5 = hashlib.md5(body).digest()
@@ -178,14 +182,7 @@ def test_store_put_goes_lean_and_failures_go_through_botocore(server: Backend) -
         assert head["Metadata"] == {"mode": "33188"} and head["ContentLength"] == 6
         # one 503: the lean PUT leaves it to botocore, which sends it again
         failed: list[str] = []
-
-        def once(r: Any) -> Any:
-            if r.method == "PUT" and not failed:
-                failed.append(r.path)
-                return (503, "SlowDown")
-            return None
-
-        server.proxy.fault = once
+        server.proxy.fault = first_fails("PUT", failed)
         server.proxy.clear()
         assert await put("c", b"third")
         assert failed and sent == ["a", "c"] and len(server.proxy.requests("PUT")) == 2
