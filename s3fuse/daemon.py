@@ -122,9 +122,9 @@ class Daemon:
         self.metrics: MetricsServer | None = None
         if cfg.metrics is not None:
             # prometheus_client costs ~30 ms of every start; only -o metrics needs it
-            from s3fuse.metrics import MetricsServer
+            from s3fuse.metrics import MetricsServer as Server
 
-            self.metrics = MetricsServer(cfg.metrics, lambda: self.latest)
+            self.metrics = Server(cfg.metrics, lambda: self.latest)
         # resolved now, before the mount exists (see runtime.write_state)
         self._state_path = runtime.state_path(cfg.mountpoint)
         self._mount_path = os.path.realpath(cfg.mountpoint)

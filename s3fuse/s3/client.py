@@ -352,7 +352,7 @@ class Store:
         def do() -> PutResult:
             params = {"ContentLength": size, "ContentMD5": content_md5, **headers}
             r: Any = lean.FALLBACK
-            if isinstance(body, bytes) and self._lean is not None:
+            if isinstance(body, bytes) and size <= SMALL_BODY and self._lean is not None:
                 r = self._lean.put(key, body, params)
             elif not isinstance(body, bytes):
                 body.seek(0)
