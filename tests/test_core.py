@@ -462,12 +462,12 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
     listing entry it was asked for. The bulk HEAD of a large directory outlives its
     listing (cache_ttl is kernel_ttl, 1 s, by default): the answers that come after it
     expired are kept all the same, so the next mount's `ls -l` costs the LISTs alone.
-    The late HEADs stall for longer than the trust window (1 s), which must not run out
+    The late HEADs stall for longer than the trust window (2 s), which must not run out
     before the lookups started the bulk fetch: with 0.2 s, a loaded machine (the CI
-    chroot) took longer than that for the listing, the sample and two lookups, the bulk
-    fetch never started and the late names were never HEADed."""
+    chroot, under coverage) took longer than that for the listing, the sample and two
+    lookups, the bulk fetch never started and the late names were never HEADed."""
     names = [f"f{i:02d}" for i in range(40)]
-    trust = 1.0
+    trust = 2.0
 
     async def write(c: Core) -> None:
         await c.mkdir("d")
@@ -488,10 +488,12 @@ def test_head_answers_are_kept_for_the_next_mount_even_when_the_listing_expired(
         try:
             for n in names[:8]:  # the lookups of `ls -l` start the bulk HEAD
                 await c.stat(f"d/{n}")
-            assert "d" in c.fs.cache.bulk, "the bulk fetch did not start within the window"
-            with trio.fail_after(30):
+            # (not cache.bulk: that mark expires with the trust window on a slow machine)
+            with trio.move_on_after(30):
                 while not all(headed(n) for n in names):
                     await trio.sleep(0.05)
+            unheaded = [n for n in names if not headed(n)]
+            assert not unheaded, f"the bulk fetch did not HEAD {unheaded}: did it start?"
         finally:
             proxy.fault = None
 
