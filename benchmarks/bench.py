@@ -22,6 +22,7 @@ name, cold), statmeta (by name, objects carrying metadata, a fresh mount), overw
 from __future__ import annotations
 
 import argparse
+import compileall
 import concurrent.futures as cf
 import functools
 import hashlib
@@ -814,6 +815,9 @@ def main() -> int:
                     help="runs of each workload per target, interleaved; the median is shown "
                          "(default 3)")  # fmt: skip
     args = ap.parse_args()
+    # s3fuse as installed runs from bytecode (pip compiles it); an editable checkout under
+    # PYTHONDONTWRITEBYTECODE would compile every module at each mount and time that too
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "s3fuse", quiet=1)
     sizes = Sizes.quick() if args.quick else Sizes()
     work = Path(tempfile.mkdtemp(prefix="s3fuse-bench-"))
     server = BACKENDS[args.server](work)

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
 
 import botocore.exceptions
-import botocore.loaders
 import botocore.session
 import botocore.utils
 import trio
@@ -31,7 +30,7 @@ from s3fuse.model import etag as etag_sums
 from s3fuse.model import requests
 from s3fuse.model.etag import ETagCheck, PartPlan
 from s3fuse.model.meta import META_PART_SIZE
-from s3fuse.s3 import lean, multipart, versions
+from s3fuse.s3 import lean, loader, multipart, versions
 from s3fuse.s3.failures import translated
 from s3fuse.s3.types import (
     Listing,
@@ -99,11 +98,11 @@ def parse_timestamp(value: str) -> datetime:
 
 
 @functools.cache
-def _shared_loader(data_path: str | None) -> botocore.loaders.Loader:
+def _shared_loader(data_path: str | None) -> loader.QuickLoader:
     """One loader of botocore's JSON data (service models, endpoint rules) per process:
     it caches what it parsed, so a second client costs ~5 ms instead of ~80 ms (tests and
     the CLI build many). Each Store still has its own session (profiles may differ)."""
-    return botocore.loaders.create_loader(data_path)
+    return loader.create_loader(data_path)
 
 
 class Store:
