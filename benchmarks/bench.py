@@ -16,7 +16,9 @@ Workloads: small1, small8 (4 KiB files, 1 and 8 writers), write (one large file)
 (cold sequential), ls (ls -l of objects written by another tool, cold), lswarm (again,
 warm), lsmeta (objects carrying mode/uid/gid/mtime, on the tool's next mount), stat (by
 name, cold), statmeta (by name, objects carrying metadata, a fresh mount), overwrite
-(4 KiB in a large file), cptree (cp -r of a tree).
+(4 KiB in a large file), cptree (cp -r of a tree), mount (from the mount command to a
+listing of the mount: `s3fuse mount` as users run it, returning when ready; the peers in
+the foreground until their mount answers; boto3: a new Python process that lists).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class Target:
         """The foreground mount command and its environment."""
         raise NotImplementedError
 
-    def mount(self, bucket: str, *, again: bool = False) -> Path:
+    def mount(self, bucket: str, *, again: bool = False, poll: float = 0.05) -> Path:
         """Mount bucket in a fresh directory; again: in the previous mount's directory,
         with whatever state (spool, caches) the tool left there."""
         if again and self.last_dir is not None:
@@ -100,18 +102,22 @@ class Target:
         self.log = d / "log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        self._wait_mounted(mnt, self.name)
+        self._wait_mounted(mnt, self.name, poll)
         self.mnt = mnt
         return mnt
 
-    def _wait_mounted(self, mnt: Path, what: str) -> None:
+    def mount_as_users_do(self, bucket: str) -> Path:
+        """The mount a user starts by hand, returned once it answers (the `mount` workload)."""
+        return self.mount(bucket, poll=0.001)
+
+    def _wait_mounted(self, mnt: Path, what: str, poll: float = 0.05) -> None:
         deadline = time.monotonic() + 60
         while not os.path.ismount(mnt):
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{what} exited {self.proc.returncode}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not mount in 60s")
-            time.sleep(0.05)
+            time.sleep(poll)
         os.listdir(mnt)
 
     def uploads_done(self) -> int:
@@ -160,6 +166,7 @@ class Target:
 class S3fuse(Target):
     name = "s3fuse"
     extra: tuple[str, ...] = ()
+    daemon_pid: int | None = None  # of a background mount (mount_as_users_do)
 
     def command(self, bucket: str, d: Path, mnt: Path) -> tuple[list[str], dict[str, str]]:
         env = dict(
@@ -170,6 +177,29 @@ class S3fuse(Target):
         return [sys.executable, "-m", "s3fuse", "mount", bucket, str(mnt), "--endpoint-url",
                 self.server.url, "--foreground", "--spool-dir", str(d / "spool"), *self.extra,
                 *shlex.split(os.environ.get("BENCH_S3FUSE_OPTS", ""))], env  # fmt: skip
+
+    def mount_as_users_do(self, bucket: str) -> Path:
+        """`s3fuse mount` without --foreground: it returns when the mount is ready, and
+        that is when a user (or fstab, or a script) goes on."""
+        d = self.last_dir = self.fresh_dir()
+        mnt = d / "mnt"
+        mnt.mkdir()
+        cmd, env = self.command(bucket, d, mnt)
+        cmd = [c for c in cmd if c != "--foreground"] + ["--log-file", str(d / "log")]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"s3fuse mount exited {r.returncode}: {r.stderr.strip()}")
+        os.listdir(mnt)
+        self.mnt, self.proc = mnt, None
+        self.daemon_pid = int(r.stdout.split("(pid ", 1)[1].split(",", 1)[0])
+        return mnt
+
+    def unmount(self) -> None:
+        pid, self.daemon_pid = self.daemon_pid, None
+        super().unmount()
+        deadline = time.monotonic() + 120
+        while pid is not None and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the daemon of a background mount: not our child to wait for
 
 
 class S3fuseExact(S3fuse):
@@ -235,7 +265,7 @@ class Rclone(Target):
 class Local(Target):
     name = "local"
 
-    def mount(self, bucket: str, *, again: bool = False) -> Path:
+    def mount(self, bucket: str, *, again: bool = False, poll: float = 0.05) -> Path:
         if again and self.last_dir is not None:
             return self.last_dir
         self.last_dir = self.fresh_dir()
@@ -608,6 +638,44 @@ class Bench:
             self.sizes.stat_names / elapsed, self.server.requests_since(offset, bucket), ok
         )
 
+    def mount_fs(self, t: Target) -> Result:
+        """From the mount command to a listing of the mount that shows the bucket's file."""
+        bucket = self.server.bucket()
+        if t.name != "local":
+            self.server.s3.put_object(Bucket=bucket, Key="ready.txt", Body=b"ready\n")
+        offset = self.server.log_size()
+        seen: list[str] = []
+
+        def run() -> None:
+            mnt = t.mount_as_users_do(bucket)
+            seen.extend(os.listdir(mnt))
+
+        elapsed = timed(run)
+        reqs = self.server.requests_since(offset, bucket) if t.name != "local" else None
+        t.unmount()
+        ok = t.name == "local" or "ready.txt" in seen
+        return Result(elapsed, reqs, ok, "" if ok else f"the mount showed {seen[:5]}")
+
+    def mount_boto(self) -> Result:
+        """The same with a new Python process that imports boto3, makes a client and lists
+        the bucket: the start-up floor of a Python tool on this machine."""
+        bucket = self.server.bucket()
+        self.server.s3.put_object(Bucket=bucket, Key="ready.txt", Body=b"ready\n")
+        offset = self.server.log_size()
+        code = (
+            "import boto3, sys; c = boto3.client('s3', endpoint_url=sys.argv[1], "
+            "region_name='us-east-1'); c.head_bucket(Bucket=sys.argv[2]); "
+            "print(*[o['Key'] for o in c.list_objects_v2(Bucket=sys.argv[2])['Contents']])"
+        )
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.server.key_id,
+                   AWS_SECRET_ACCESS_KEY=self.server.secret)  # fmt: skip
+        out: list[str] = []
+        elapsed = timed(lambda: out.append(subprocess.run(
+            [sys.executable, "-c", code, self.server.url, bucket], env=env, capture_output=True,
+            text=True, check=True).stdout))  # fmt: skip
+        ok = out[0].split() == ["ready.txt"]
+        return Result(elapsed, self.server.requests_since(offset, bucket), ok)
+
     def _overwrite_expect(self) -> tuple[bytes, int, bytes]:
         body = payload(3, MiB) * (self.sizes.overwrite_file // MiB)
         mid = len(body) // 2
@@ -737,6 +805,8 @@ def workloads(b: Bench) -> list[Workload]:
                  False, Bench.overwrite_fs, Bench.overwrite_boto),
         Workload("cptree", f"cp -r of {s.tree_files} files in 30 dirs", "s", False,
                  Bench.cp_tree_fs, Bench.cp_tree_boto),
+        Workload("mount", "mount until a listing answers (boto3: a process that lists)", "s",
+                 False, Bench.mount_fs, Bench.mount_boto),
     ]  # fmt: skip
 
 
