@@ -189,7 +189,6 @@ class S3fuse(Target):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"s3fuse mount exited {r.returncode}: {r.stderr.strip()}")
-        os.listdir(mnt)
         self.mnt, self.proc = mnt, None
         self.daemon_pid = int(r.stdout.split("(pid ", 1)[1].split(",", 1)[0])
         return mnt

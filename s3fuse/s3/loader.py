@@ -13,7 +13,6 @@ somebody iterates it (the "unknown service" message, ``get_available_services``)
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterator, Sequence
 from typing import overload
 
@@ -65,12 +64,8 @@ class QuickLoader(botocore.loaders.Loader):  # type: ignore[misc]
 
 
 def create_loader(search_path_string: str | None = None) -> QuickLoader:
-    """botocore.loaders.create_loader with the quick membership check: the same search
-    paths (``data_path`` / AWS_DATA_PATH first, then ~/.aws/models, then botocore's own)."""
-    if search_path_string is None:
-        return QuickLoader()
-    paths = [
-        os.path.expanduser(os.path.expandvars(path))
-        for path in search_path_string.split(os.pathsep)
-    ]
-    return QuickLoader(extra_search_paths=paths)
+    """botocore.loaders.create_loader with the quick membership check, over the search
+    paths botocore's own function makes (``data_path`` / AWS_DATA_PATH first, then
+    ~/.aws/models, then botocore's own data)."""
+    paths = botocore.loaders.create_loader(search_path_string).search_paths
+    return QuickLoader(extra_search_paths=list(paths), include_default_search_paths=False)
